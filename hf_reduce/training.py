@@ -1,0 +1,353 @@
+"""The one train / evaluate loop that every hf_reduce script shares, driven by accelerate.
+
+accelerate gives device placement, DDP, mixed precision, gradient accumulation and checkpoint state; this
+module adds what a script would otherwise repeat: seeding, a seeded sampler whose order survives a resume,
+an LR schedule, progress bars on the main process, metrics gathered once per sample, atomic checkpoints and
+``resume_from_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .metrics import load_metric
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, Any]]
+STATE_FILE = "trainer_state.json"
+_CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class TrainingArguments:
+    """Arguments of :func:`train`; names follow ``transformers.TrainingArguments`` where they overlap."""
+
+    output_dir: str = field(default="outputs/run", metadata={"help": "Where checkpoints and the model go."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs to train (ignored if max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to train; overrides num_train_epochs."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Training batch per process."})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Evaluation batch per process."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "Decoupled weight decay (AdamW) or L2 (SGD)."})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw or sgd (with momentum)."})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps of linear warm-up."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Clip gradients to this norm (0: no clipping)."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
+    seed: int = field(default=42, metadata={"help": "Seed of weights' init, dropout and data order."})
+    logging_steps: int = field(default=50, metadata={"help": "Log the running loss every N optimizer steps."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "no or epoch: when to evaluate."})
+    checkpointing_steps: int = field(default=0, metadata={"help": "Save the state every N steps (0: never)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
+    )
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"], metadata={"help": "accuracy and/or f1."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.eval_strategy not in ("no", "epoch"):
+            raise ValueError(f"eval_strategy must be 'no' or 'epoch', got {self.eval_strategy!r}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("set num_train_epochs > 0 or max_steps > 0")
+
+
+@dataclass
+class TrainOutput:
+    """What :func:`train` returns: the final step, mean training loss, last metrics and the log history."""
+
+    global_step: int
+    train_loss: float
+    metrics: dict[str, float]
+    log_history: list[dict[str, float]]
+    train_runtime: float
+
+
+def default_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+    """Hugging Face convention: the model computes the loss when the batch holds ``labels``."""
+    outputs = model(**batch)
+    return outputs.loss, outputs
+
+
+def make_accelerator(args: TrainingArguments, cpu: bool | None = None) -> Accelerator:
+    """The Accelerator that :func:`train` uses when none is given."""
+    return Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        cpu=bool(cpu),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def _loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, collate: Callable | None, workers: int, seed: int = 0
+) -> DataLoader:
+    # A private generator: starting an epoch's iterator must not draw from the global RNG, or a resumed
+    # run (whose RNG state comes from the checkpoint) would see different dropout masks afterwards.
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=workers, generator=generator
+    )
+
+
+def _optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+
+
+def find_checkpoint(output_dir: str | os.PathLike, which: str = "latest") -> Path:
+    """Resolve ``which`` (a folder, or ``"latest"``) to a checkpoint folder written by :func:`train`."""
+    if which != "latest":
+        path = Path(which)
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a checkpoint of hf_reduce.training (no {STATE_FILE})")
+        return path
+    root = Path(output_dir) / "checkpoints"
+    steps = sorted(
+        (int(m.group(1)), p) for p in root.glob("step_*") if (m := _CHECKPOINT_RE.match(p.name)) and (p / STATE_FILE).exists()
+    )
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint to resume from in {root}")
+    return steps[-1][1]
+
+
+def _save_checkpoint(accelerator: Accelerator, args: TrainingArguments, state: dict[str, int]) -> None:
+    """Write the accelerate state to a temporary folder, then move it into place (never half-written)."""
+    root = Path(args.output_dir) / "checkpoints"
+    final = root / f"step_{state['global_step']}"
+    tmp = root / f".tmp_step_{state['global_step']}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        kept = sorted((int(m.group(1)), p) for p in root.glob("step_*") if (m := _CHECKPOINT_RE.match(p.name)))
+        for _, old in kept[: max(0, len(kept) - args.save_total_limit)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: Dataset | DataLoader,
+    *,
+    metrics: Iterable[str] = ("accuracy",),
+    batch_size: int = 256,
+    data_collator: Callable | None = None,
+    accelerator: Accelerator | None = None,
+    forward: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor] | None = None,
+    desc: str = "eval",
+    disable_tqdm: bool = False,
+) -> dict[str, float]:
+    """Classification metrics of ``model`` on ``dataset``, gathered over processes once per sample.
+
+    ``forward(model, batch) -> logits`` replaces ``model(**inputs).logits`` (for attacks, other solvers...).
+    """
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    loader = dataset if isinstance(dataset, DataLoader) else _loader(dataset, batch_size, False, data_collator, 0)
+    loader = accelerator.prepare_data_loader(loader)
+    was_training = model.training
+    model.eval()
+    modules = {name: load_metric(name) for name in metrics}
+    n_seen = 0
+    for batch in tqdm(loader, desc=desc, disable=disable_tqdm or not accelerator.is_main_process, leave=False):
+        labels = batch["labels"]
+        if forward is None:
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            logits = model(**inputs).logits
+        else:
+            logits = forward(model, batch)
+        predictions, references = accelerator.gather_for_metrics((logits.argmax(-1), labels))
+        n_seen += len(references)
+        for module in modules.values():
+            module.add_batch(predictions=predictions.cpu(), references=references.cpu())
+    model.train(was_training)
+    results: dict[str, float] = {}
+    for name, module in modules.items():
+        kwargs = {"num_classes": int(logits.shape[-1])} if name == "f1" else {}
+        results.update(module.compute(**kwargs))
+    results["num_samples"] = n_seen
+    return results
+
+
+def train(
+    model: torch.nn.Module,
+    args: TrainingArguments,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None = None,
+    *,
+    data_collator: Callable | None = None,
+    loss_fn: LossFn = default_loss,
+    optimizer: torch.optim.Optimizer | None = None,
+    accelerator: Accelerator | None = None,
+    on_step_end: Callable[[int, torch.nn.Module], None] | None = None,
+) -> TrainOutput:
+    """Train ``model`` on ``train_dataset``; evaluate on ``eval_dataset`` after each epoch.
+
+    Args:
+        model: any module whose ``loss_fn(model, batch)`` gives ``(loss, outputs)``; by default the model
+            returns ``.loss`` when the batch has ``labels`` (transformers convention).
+        args: :class:`TrainingArguments`.
+        train_dataset, eval_dataset: map-style datasets whose rows ``data_collator`` turns into dict batches.
+        loss_fn: override the loss (adversarial training, distillation, solver sampling...).
+        optimizer: a custom optimizer (e.g. per-group learning rates); AdamW/SGD over trainable params if None.
+        accelerator: an existing Accelerator; one is made from ``args`` otherwise.
+        on_step_end: called with ``(global_step, model)`` after each optimizer step.
+
+    Returns:
+        :class:`TrainOutput`. The trained weights are in ``model`` (unwrapped).
+    """
+    accelerator = accelerator or make_accelerator(args)
+    set_seed(args.seed)
+    train_loader = _loader(
+        train_dataset, args.per_device_train_batch_size, True, data_collator, args.dataloader_num_workers, args.seed
+    )
+    optimizer = optimizer or _optimizer(model, args)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / args.gradient_accumulation_steps))
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=int(args.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    # The scheduler steps once per optimizer step here; accelerate only needs to checkpoint it.
+    accelerator.register_for_checkpointing(scheduler)
+
+    global_step, start_epoch, skip_batches = 0, 0, 0
+    if args.resume_from_checkpoint:
+        checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        global_step = state["global_step"]
+        start_epoch = state["epoch"]
+        skip_batches = state["batches_in_epoch"]
+        logger.info("resumed from %s at step %d (epoch %d)", checkpoint, global_step, start_epoch)
+
+    logger.info(
+        "training: %d examples, %d epochs, %d optimizer steps, %d processes",
+        len(train_dataset),
+        num_epochs,
+        total_steps,
+        accelerator.num_processes,
+    )
+    history: list[dict[str, float]] = []
+    losses: list[float] = []
+    metrics: dict[str, float] = {}
+    started = time.perf_counter()
+    progress = tqdm(
+        total=total_steps,
+        initial=global_step,
+        desc="train",
+        disable=args.disable_tqdm or not accelerator.is_main_process,
+    )
+    model.train()
+    for epoch in range(start_epoch, num_epochs):
+        train_loader.set_epoch(epoch)
+        loader = train_loader
+        batches_done = 0
+        if epoch == start_epoch and skip_batches:
+            loader = accelerator.skip_first_batches(train_loader, skip_batches)
+            batches_done = skip_batches
+        running = []
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss, _ = loss_fn(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            batches_done += 1
+            running.append(loss.detach().float().item())
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            global_step += 1
+            progress.update(1)
+            losses.append(sum(running) / len(running))
+            running = []
+            if on_step_end is not None:
+                on_step_end(global_step, accelerator.unwrap_model(model))
+            if args.logging_steps and global_step % args.logging_steps == 0:
+                entry = {"step": global_step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0]}
+                history.append(entry)
+                progress.set_postfix(loss=f"{entry['loss']:.4f}")
+                logger.info("step %d: loss %.4f lr %.3g", global_step, entry["loss"], entry["lr"])
+            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
+                state = {"global_step": global_step, "epoch": epoch, "batches_in_epoch": batches_done}
+                if batches_done >= len(train_loader):  # the epoch is complete: resume at the next one
+                    state.update(epoch=epoch + 1, batches_in_epoch=0)
+                _save_checkpoint(accelerator, args, state)
+            if global_step >= total_steps:
+                break
+        if eval_dataset is not None and args.eval_strategy == "epoch":
+            metrics = evaluate_model(
+                model,
+                eval_dataset,
+                metrics=args.metrics,
+                batch_size=args.per_device_eval_batch_size,
+                data_collator=data_collator,
+                accelerator=accelerator,
+                disable_tqdm=args.disable_tqdm,
+            )
+            history.append({"epoch": epoch + 1, "step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}})
+            logger.info("epoch %d: %s", epoch + 1, metrics)
+            model.train()
+        if global_step >= total_steps:
+            break
+    progress.close()
+    accelerator.wait_for_everyone()
+    return TrainOutput(
+        global_step=global_step,
+        train_loss=sum(losses) / max(1, len(losses)),
+        metrics=metrics,
+        log_history=history,
+        train_runtime=time.perf_counter() - started,
+    )
+
+
+def arguments_dict(args: Any) -> dict[str, Any]:
+    """A dataclass of arguments as a JSON-friendly dict (for model cards and logs)."""
+    return {k: v for k, v in asdict(args).items() if v is not None}
