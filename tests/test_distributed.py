@@ -16,15 +16,24 @@ def _ddp_worker(out_dir):
     from hf_reduce.training import TrainingArguments, make_accelerator, train
 
     args = TrainingArguments(
-        output_dir=out_dir, num_train_epochs=2, per_device_train_batch_size=8, learning_rate=1e-2,
-        disable_tqdm=True, logging_steps=0, metrics=["accuracy", "f1"],
+        output_dir=out_dir,
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+        logging_steps=0,
+        metrics=["accuracy", "f1"],
     )
     accelerator = make_accelerator(args, cpu=True)
     set_seed(0)
-    config = VGGConfig(layers=[4, "M", 8], num_channels=1, image_size=8, num_labels=3, classifier_hidden_sizes=[16])
+    config = VGGConfig(
+        layers=[4, "M", 8], num_channels=1, image_size=8, num_labels=3, classifier_hidden_sizes=[16]
+    )
     model = VGGForImageClassification(config)
     g = torch.Generator().manual_seed(0)
-    data = TensorDictDataset(pixel_values=torch.rand(101, 1, 8, 8, generator=g), labels=torch.randint(0, 3, (101,), generator=g))
+    data = TensorDictDataset(
+        pixel_values=torch.rand(101, 1, 8, 8, generator=g), labels=torch.randint(0, 3, (101,), generator=g)
+    )
     out = train(model, args, data, data, accelerator=accelerator)
     rank = accelerator.process_index
     torch.save(model.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))

@@ -63,8 +63,12 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_vgg_config, toy_image_datase
 def test_training_learns_and_evaluates(tmp_path, tiny_vgg_config, toy_image_dataset):
     model = _model(tiny_vgg_config)
     before = evaluate_model(model, toy_image_dataset, metrics=["accuracy", "f1"])
-    out = train(model, _args(tmp_path, num_train_epochs=8, eval_strategy="epoch", metrics=["accuracy", "f1"]),
-                toy_image_dataset, toy_image_dataset)
+    out = train(
+        model,
+        _args(tmp_path, num_train_epochs=8, eval_strategy="epoch", metrics=["accuracy", "f1"]),
+        toy_image_dataset,
+        toy_image_dataset,
+    )
     assert out.metrics["num_samples"] == 200
     assert out.metrics["accuracy"] > max(0.8, before["accuracy"] + 0.2)
     assert 0 < out.metrics["f1"] <= 1

@@ -43,7 +43,9 @@ class VGGConfig(PreTrainedConfig):
         self.batch_norm = batch_norm
         self.num_channels = num_channels
         self.image_size = image_size
-        self.classifier_hidden_sizes = list(classifier_hidden_sizes) if classifier_hidden_sizes is not None else [256]
+        self.classifier_hidden_sizes = (
+            list(classifier_hidden_sizes) if classifier_hidden_sizes is not None else [256]
+        )
         self.dropout = dropout
         self.global_pool = global_pool
         self.image_mean = list(image_mean) if image_mean is not None else [0.5] * num_channels
@@ -54,7 +56,9 @@ class VGGConfig(PreTrainedConfig):
     def _check(self) -> None:
         for item in self.layers:
             if item != "M" and not (isinstance(item, int) and item > 0):
-                raise ValueError(f"layers items must be positive ints (conv channels) or 'M' (max-pool), got {item!r}")
+                raise ValueError(
+                    f"layers items must be positive ints (conv channels) or 'M' (max-pool), got {item!r}"
+                )
         if not any(isinstance(item, int) for item in self.layers):
             raise ValueError(f"layers needs at least one convolution, got {self.layers}")
         if self.num_channels < 1:

@@ -124,5 +124,7 @@ class VGGForImageClassification(VGGPreTrainedModel):
             out = (logits,) + ((tuple(hidden_states),) if hidden_states is not None else ())
             return ((loss,) + out) if loss is not None else out
         return ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=tuple(hidden_states) if hidden_states is not None else None
+            loss=loss,
+            logits=logits,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
         )

@@ -1,0 +1,40 @@
+"""The ``hf-reduce`` command: ``hf-reduce <command> [--help]``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "demo": ("hf_reduce.commands.demo", "Run every method end to end on embedded data (minutes, CPU)."),
+    "train-cnn": ("hf_reduce.commands.train_cnn", "Train the reference VGG classifier on an image dataset."),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: hf-reduce <command> [options]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'hf-reduce <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(
+            f"hf-reduce: unknown command {name!r}; choose from {', '.join(COMMANDS)}\n\n{_usage()}",
+            file=sys.stderr,
+        )
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    module.main(rest, prog=f"hf-reduce {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Entry points shared by ``scripts/`` and the ``hf-reduce`` CLI: argument dataclasses + a ``run`` each."""

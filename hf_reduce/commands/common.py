@@ -1,0 +1,72 @@
+"""Argument groups that every command shares, and small helpers for their reports."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class DataArguments:
+    """Which data to use (see :mod:`hf_reduce.data` for the accepted sources)."""
+
+    dataset: str = field(
+        default="digits",
+        metadata={"help": "Hub dataset name, local file/folder, or an embedded source (digits, bbc-news)."},
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Image column of the source."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column of the source."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column of the source."})
+    test_size: float = field(
+        default=0.2, metadata={"help": "Held-out fraction when the source has no test split."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows."}
+    )
+    max_test_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+
+
+@dataclass
+class HubArguments:
+    """Publishing the result."""
+
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the result with its model card."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Repository id, e.g. you/vgg-digits."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+
+    def __post_init__(self) -> None:
+        if self.push_to_hub and not self.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/model-name)")
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table for terminals (the CLI's and benchmarks' output)."""
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
+        return str(value)
+
+    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join([line, rule, *body])
+
+
+def setup_logging(main_process: bool = True) -> None:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if main_process else logging.WARNING,
+    )

@@ -1,0 +1,149 @@
+"""Train the reference VGG classifier on any image dataset, evaluate it, save it and optionally push it.
+
+accelerate launch scripts/train_cnn.py --dataset /usr/share/datasets/fashion-mnist --num_train_epochs 10
+hf-reduce train-cnn --dataset digits --output_dir outputs/vgg-digits
+"""
+
+from __future__ import annotations
+
+import logging
+from argparse import RawDescriptionHelpFormatter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import HfArgumentParser
+
+from ..cnn import VGGConfig, VGGForImageClassification
+from ..data import ImageCollator, image_tensors, label_names, load_image_classification
+from ..hub import CardInfo, push_to_hub, save_for_hub
+from ..training import TrainingArguments, arguments_dict, make_accelerator, train
+from .common import DataArguments, HubArguments, count_parameters, format_table, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CNNArguments:
+    """The reference CNN's architecture (ignored when starting from --model_name_or_path)."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Start from this saved/Hub model."}
+    )
+    layers: list[str] = field(
+        default_factory=lambda: ["32", "32", "M", "64", "64", "M", "128", "M"],
+        metadata={"help": "VGG cfg list: ints are conv channels, M is a 2x2 max-pool."},
+    )
+    batch_norm: bool = field(default=True, metadata={"help": "Batch norm after each convolution."})
+    classifier_hidden_sizes: list[int] = field(
+        default_factory=lambda: [256], metadata={"help": "Hidden FC widths."}
+    )
+    dropout: float = field(default=0.0, metadata={"help": "Dropout before hidden FC layers."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize images to this size (default: as is)."}
+    )
+    preload: bool = field(default=True, metadata={"help": "Decode the whole dataset into memory once."})
+
+
+def _image_geometry(dataset: Any, image_size: int | None) -> tuple[int, int]:
+    first = dataset[0]["pixel_values"]
+    channels = 1 if first.mode in ("L", "1", "I", "F") else 3
+    return channels, image_size or first.size[0]
+
+
+def _channel_stats(data: Any, channels: int) -> tuple[list[float], list[float]]:
+    pixels = data.tensors["pixel_values"] if hasattr(data, "tensors") else None
+    if pixels is None:
+        return [0.5] * channels, [0.5] * channels
+    mean = pixels.mean(dim=(0, 2, 3))
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def run(
+    data_args: DataArguments, cnn_args: CNNArguments, training_args: TrainingArguments, hub_args: HubArguments
+) -> dict[str, Any]:
+    """Train + evaluate + save (+ push). Returns a summary dict (metrics, params, paths, timings)."""
+    accelerator = make_accelerator(training_args)
+    setup_logging(accelerator.is_main_process)
+    dsd = load_image_classification(
+        data_args.dataset,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        test_size=data_args.test_size,
+        seed=training_args.seed,
+        max_train_samples=data_args.max_train_samples,
+        max_test_samples=data_args.max_test_samples,
+    )
+    names = label_names(dsd)
+    if cnn_args.model_name_or_path:
+        model = VGGForImageClassification.from_pretrained(cnn_args.model_name_or_path)
+        channels, size = model.config.num_channels, model.config.image_size
+    else:
+        channels, size = _image_geometry(dsd["train"], cnn_args.image_size)
+    if cnn_args.preload:
+        train_data, test_data = (image_tensors(dsd[s], channels, size) for s in ("train", "test"))
+        collate = None
+    else:
+        train_data, test_data, collate = dsd["train"], dsd["test"], ImageCollator(channels, size)
+    if not cnn_args.model_name_or_path:
+        mean, std = _channel_stats(train_data, channels)
+        config = VGGConfig(
+            layers=[item if item == "M" else int(item) for item in cnn_args.layers],
+            batch_norm=cnn_args.batch_norm,
+            num_channels=channels,
+            image_size=size,
+            classifier_hidden_sizes=cnn_args.classifier_hidden_sizes,
+            dropout=cnn_args.dropout,
+            image_mean=mean,
+            image_std=std,
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+        torch.manual_seed(training_args.seed)
+        model = VGGForImageClassification(config)
+
+    result = train(
+        model, training_args, train_data, test_data, data_collator=collate, accelerator=accelerator
+    )
+    summary: dict[str, Any] = {
+        "dataset": data_args.dataset,
+        "train_samples": len(train_data),
+        "test_samples": len(test_data),
+        "parameters": count_parameters(model),
+        "train_seconds": round(result.train_runtime, 1),
+        **{f"test_{k}": v for k, v in result.metrics.items() if k != "num_samples"},
+    }
+    if accelerator.is_main_process:
+        info = CardInfo(
+            dataset=data_args.dataset,
+            metrics={k: v for k, v in result.metrics.items() if k != "num_samples"},
+            training_args=arguments_dict(training_args),
+        )
+        model_dir = Path(training_args.output_dir) / "model"
+        save_for_hub(
+            accelerator.unwrap_model(model), model_dir, info, repo_id=hub_args.hub_model_id or "your-name/vgg"
+        )
+        summary["model_dir"] = str(model_dir)
+        if hub_args.push_to_hub:
+            summary["hub_commit"] = push_to_hub(
+                accelerator.unwrap_model(model), hub_args.hub_model_id, info, private=hub_args.hub_private
+            )
+        logger.info("saved %s", model_dir)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:
+    parser = HfArgumentParser(
+        (DataArguments, CNNArguments, TrainingArguments, HubArguments),
+        prog=prog,
+        description=__doc__,
+        formatter_class=RawDescriptionHelpFormatter,
+    )
+    data_args, cnn_args, training_args, hub_args = parser.parse_args_into_dataclasses(args=argv)
+    summary = run(data_args, cnn_args, training_args, hub_args)
+    if "model_dir" in summary:
+        print(format_table([summary]))
+    return summary

@@ -1,0 +1,187 @@
+"""Push hf_reduce models and PEFT adapters to the Hub with a model card rendered from ``model_cards/``.
+
+Everything goes through huggingface_hub: the card is a ``ModelCard`` rendered from the family's Jinja
+template with ``ModelCardData`` front matter (library, tags, datasets, base model, ``model-index`` with the
+measured metrics); weights are saved as safetensors into a temporary folder and uploaded in one commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+logger = logging.getLogger(__name__)
+
+LIBRARY_NAME = "hf_reduce"
+_SOURCE_TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
+
+
+@dataclass
+class CardInfo:
+    """What a model card says beyond the weights: where they come from and how well they do.
+
+    Args:
+        dataset: dataset id or name the metrics were measured on (e.g. ``"fashion_mnist"``, ``"digits"``).
+        metrics: measured metrics, e.g. ``{"accuracy": 0.93}``; they go to the card's ``model-index``.
+        task: the Hub task of the metrics (``image-classification``, ``text-classification``).
+        base_model: the model this one adapts or reduces, if any.
+        training_args: the arguments of the run, shown in the card.
+        results: extra rows for the results table (``[{"setting": ..., "accuracy": ...}, ...]``).
+        extra: template-specific values (reduction settings, solver tables, ...).
+    """
+
+    dataset: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    task: str = "image-classification"
+    base_model: str | None = None
+    training_args: dict[str, Any] = field(default_factory=dict)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def template_dir() -> Path:
+    """Where the model-card templates are: inside the installed wheel, else the source checkout."""
+    packaged = resources.files("hf_reduce").joinpath("model_cards")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    if _SOURCE_TEMPLATES.is_dir():
+        return _SOURCE_TEMPLATES
+    raise FileNotFoundError("hf_reduce's model_cards/ templates are missing from this installation")
+
+
+def available_families() -> list[str]:
+    return sorted(p.stem for p in template_dir().glob("*.md"))
+
+
+def model_family(model: Any) -> str:
+    """The template family of a model: the PEFT type of an adapter, or the config's model type."""
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict) and peft_config:
+        adapter = getattr(model, "active_adapter", None) or next(iter(peft_config))
+        return str(peft_config[adapter].peft_type.value).lower().removeprefix("hf_reduce_")
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if not model_type:
+        raise ValueError(f"cannot tell the model family of {type(model).__name__}: pass family=...")
+    return str(model_type).removeprefix("hf_reduce_")
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_model_card(
+    model: Any,
+    info: CardInfo,
+    *,
+    repo_id: str = "your-name/your-model",
+    family: str | None = None,
+) -> ModelCard:
+    """Render the family's template into a ``huggingface_hub.ModelCard``."""
+    family = family or model_family(model)
+    path = template_dir() / f"{family}.md"
+    if not path.is_file():
+        raise ValueError(f"no model card template for family {family!r}; available: {available_families()}")
+    eval_results = [
+        EvalResult(
+            task_type=info.task,
+            dataset_type=info.dataset or "unknown",
+            dataset_name=info.dataset or "unknown",
+            dataset_split="test",
+            metric_type=name,
+            metric_value=float(value),
+        )
+        for name, value in info.metrics.items()
+        if isinstance(value, (int, float)) and name != "num_samples"
+    ]
+    card_data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        tags=[LIBRARY_NAME, family, info.task],
+        datasets=[info.dataset] if info.dataset else None,
+        base_model=info.base_model,
+        pipeline_tag=info.task,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+        metrics=sorted({r.metric_type for r in eval_results}) or None,
+    )
+    metric_rows = [{"metric": k, "value": v} for k, v in info.metrics.items()]
+    config = getattr(model, "config", None)
+    return ModelCard.from_template(
+        card_data,
+        template_str=path.read_text(encoding="utf-8"),
+        repo_id=repo_id,
+        model_name=repo_id.split("/")[-1],
+        model_class=type(model).__name__,
+        info=info,
+        metrics_table=_markdown_table(metric_rows),
+        results_table=_markdown_table(info.results),
+        training_args_json=json.dumps(info.training_args, indent=2, default=str),
+        config_json=config.to_json_string() if hasattr(config, "to_json_string") else "",
+        extra=info.extra,
+    )
+
+
+def save_for_hub(
+    model: Any, folder: str | Path, info: CardInfo, *, repo_id: str = "your-name/your-model"
+) -> Path:
+    """Save safetensors weights, config and the rendered README.md into ``folder`` atomically."""
+    folder = Path(folder)
+    card = render_model_card(model, info, repo_id=repo_id)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(str(staging), safe_serialization=True)
+        pickled = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+        if pickled:
+            raise RuntimeError(f"refusing to publish pickled weights {pickled}: only safetensors are allowed")
+        card.save(staging / "README.md")
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def push_to_hub(
+    model: Any,
+    repo_id: str,
+    info: CardInfo | None = None,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Create ``repo_id`` if needed and upload the model (safetensors) with its model card in one commit.
+
+    Works for every hf_reduce ``PreTrainedModel`` and for PEFT models carrying a LoTR or LoRA adapter.
+    Returns the commit URL.
+    """
+    info = info or CardInfo()
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_for_hub(model, Path(tmp) / "upload", info, repo_id=repo_id)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            commit_message=commit_message or f"Upload {model_family(model)} model with hf_reduce",
+        )
+    logger.info("pushed %s: %s", repo_id, commit.commit_url)
+    return str(commit.commit_url)

@@ -1,0 +1,58 @@
+import subprocess
+import sys
+
+from hf_reduce.cli import main
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "train-cnn" in out
+
+
+def test_unknown_command(capsys):
+    assert main(["trian-cnn"]) == 2
+    assert "unknown command 'trian-cnn'" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    out = subprocess.run(
+        ["hf-reduce", "train-cnn", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--dataset" in out and "--push_to_hub" in out and "--resume_from_checkpoint" in out
+
+
+def test_train_cnn_end_to_end(tmp_path):
+    from hf_reduce.commands.train_cnn import main as train_cnn
+
+    summary = train_cnn(
+        [
+            "--dataset",
+            "digits",
+            "--output_dir",
+            str(tmp_path),
+            "--max_steps",
+            "30",
+            "--layers",
+            "8",
+            "M",
+            "16",
+            "--classifier_hidden_sizes",
+            "32",
+            "--learning_rate",
+            "0.01",
+            "--disable_tqdm",
+            "--logging_steps",
+            "0",
+        ]
+    )
+    assert summary["test_accuracy"] > 0.5  # 30 steps of a tiny CNN: far above the 0.1 of chance
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    assert (tmp_path / "model" / "README.md").read_text().count("accuracy") >= 2
+
+
+def test_push_without_repo_id_is_rejected():
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_reduce.cli", "train-cnn", "--push_to_hub"], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "--push_to_hub needs --hub_model_id" in proc.stderr
