@@ -1,16 +1,20 @@
 """hf_reduce: cheaper fine-tuning, training and inference for Hugging Face models.
 
-Importing the package registers its model configurations with transformers' Auto classes.
+Importing the package registers its model configurations with transformers' Auto classes and the LoTR
+tuner with PEFT.
 """
 
 from .cnn import VGGConfig, VGGForImageClassification
 from .hub import CardInfo, push_to_hub, render_model_card, save_for_hub
+from .lotr import LoTRConfig, LoTRModel
 from .training import TrainingArguments, evaluate_model, train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CardInfo",
+    "LoTRConfig",
+    "LoTRModel",
     "TrainingArguments",
     "VGGConfig",
     "VGGForImageClassification",

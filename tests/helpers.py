@@ -27,3 +27,37 @@ def run_python(code: str, env: dict | None = None, timeout: int = 300) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
+
+
+def run_two_ranks(worker: str, out_dir, timeout: int = 300) -> list:
+    """Run ``tests/ddp_workers.py WORKER OUT_DIR`` on two gloo ranks (CPU) and return both ranks' reports."""
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).with_name("ddp_workers.py")
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        str(script),
+        worker,
+        str(out_dir),
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"DDP run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in (0, 1)]
