@@ -1,9 +1,10 @@
 """hf_reduce: cheaper fine-tuning, training and inference for Hugging Face models.
 
-Importing the package registers its model configurations with transformers' Auto classes and the LoTR
-tuner with PEFT.
+Importing the package registers its model configurations with transformers' Auto classes, the LoTR
+tuner with PEFT and the parameterised Runge-Kutta solvers with torchdiffeq.
 """
 
+from . import ode  # noqa: F401  (registers the solvers with torchdiffeq)
 from .cnn import VGGConfig, VGGForImageClassification
 from .hub import CardInfo, push_to_hub, render_model_card, save_for_hub
 from .lotr import LoTRConfig, LoTRModel
