@@ -54,6 +54,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     def cell(value: Any) -> str:
         if isinstance(value, float):
+            if value != 0 and abs(value) < 1e-3:
+                return f"{value:.2e}"
             return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
         return str(value)
 

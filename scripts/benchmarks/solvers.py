@@ -48,17 +48,19 @@ class MLPField(nn.Module):
         return self.net(y)
 
 
-def timed(fn, device: torch.device) -> float:
+def timed(fn, device: torch.device, *args) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    fn()
+    fn(*args)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def bench(name: str, field: nn.Module, y0: torch.Tensor, steps: int, repeats: int, device: torch.device) -> list[dict]:
+def bench(
+    name: str, field: nn.Module, y0: torch.Tensor, steps: int, repeats: int, device: torch.device
+) -> list[dict]:
     t = torch.tensor([0.0, 1.0], device=device)
     rows = []
     for builtin, ours, params in PAIRS:
@@ -81,13 +83,13 @@ def bench(name: str, field: nn.Module, y0: torch.Tensor, steps: int, repeats: in
 
         times = {(m, kind): [] for m in runs for kind in ("fwd", "fwd+bwd")}
         for _ in range(3):  # warm-up
-            for m, (method, options) in runs.items():
+            for method, options in runs.values():
                 forward(method, options)
                 forward_backward(method, options)
         for _ in range(repeats):  # interleaved
             for m, (method, options) in runs.items():
-                times[(m, "fwd")].append(timed(lambda: forward(method, options), device))
-                times[(m, "fwd+bwd")].append(timed(lambda: forward_backward(method, options), device))
+                times[(m, "fwd")].append(timed(forward, device, method, options))
+                times[(m, "fwd+bwd")].append(timed(forward_backward, device, method, options))
         med = {k: 1000 * statistics.median(v) for k, v in times.items()}
         rows.append(
             {
@@ -108,7 +110,9 @@ def bench(name: str, field: nn.Module, y0: torch.Tensor, steps: int, repeats: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
@@ -116,12 +120,23 @@ def main() -> None:
     torch.manual_seed(0)
     conv = ConvField().to(device)
     mlp = MLPField().to(device)
-    rows = bench("conv 16x16x16, batch 32", conv, torch.randn(32, 16, 16, 16, device=device), args.steps, args.repeats, device)
-    rows += bench("MLP 64, batch 256", mlp, torch.randn(256, 64, device=device), args.steps, args.repeats, device)
+    rows = bench(
+        "conv 16x16x16, batch 32",
+        conv,
+        torch.randn(32, 16, 16, 16, device=device),
+        args.steps,
+        args.repeats,
+        device,
+    )
+    rows += bench(
+        "MLP 64, batch 256", mlp, torch.randn(256, 64, device=device), args.steps, args.repeats, device
+    )
     print()
     print(format_table(rows))
     ratios = [r["fwd ratio"] for r in rows] + [r["fwd+bwd ratio"] for r in rows]
-    print(f"\nours / built-in: median {statistics.median(ratios):.3f}, worst {max(ratios):.3f} (device {device})")
+    print(
+        f"\nours / built-in: median {statistics.median(ratios):.3f}, worst {max(ratios):.3f} (device {device})"
+    )
 
 
 if __name__ == "__main__":
