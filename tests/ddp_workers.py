@@ -88,5 +88,43 @@ def lotr(out_dir):
     _report(accelerator, out_dir, model, {"factors_moved": moved})
 
 
+def ode(out_dir):
+    import hf_reduce  # noqa: F401
+    from hf_reduce.data import TensorDictDataset
+    from hf_reduce.ode import ODEConfig, ODEForImageClassification
+    from hf_reduce.training import TrainingArguments, make_accelerator, train
+
+    args = TrainingArguments(
+        output_dir=out_dir,
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+        logging_steps=0,
+        eval_strategy="no",
+    )
+    accelerator = make_accelerator(args)
+    set_seed(0)
+    config = ODEConfig(
+        channels=[4],
+        ode_stages=[True],
+        image_size=8,
+        num_labels=3,
+        n_steps=2,
+        norm_stem="layer",
+        norm_ode="layer",
+        group_norm_groups=2,
+    )
+    model = ODEForImageClassification(config)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDictDataset(
+        pixel_values=torch.rand(24, 1, 8, 8, generator=g), labels=torch.randint(0, 3, (24,), generator=g)
+    )
+    out = train(model, args, data, accelerator=accelerator)
+    _report(
+        accelerator, out_dir, model, {"step": out.global_step, "nfe": accelerator.unwrap_model(model).nfe}
+    )
+
+
 if __name__ == "__main__":
-    {"cnn": cnn, "lotr": lotr}[sys.argv[1]](sys.argv[2])
+    {"cnn": cnn, "lotr": lotr, "ode": ode}[sys.argv[1]](sys.argv[2])

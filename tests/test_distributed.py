@@ -26,3 +26,9 @@ def test_two_rank_ddp_keeps_lotr_shared_factors_identical(tmp_path):
     reports = run_two_ranks("lotr", tmp_path)
     assert all(r["world"] == 2 and r["factors_moved"] for r in reports)
     _same_weights(tmp_path)
+
+
+def test_two_rank_ddp_ode_classifier(tmp_path):
+    reports = run_two_ranks("ode", tmp_path)
+    assert all(r["world"] == 2 and r["step"] == 3 and r["nfe"]["forward"] == 8 for r in reports)
+    _same_weights(tmp_path)

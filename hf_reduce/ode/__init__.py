@@ -10,12 +10,26 @@ from .tableau import FAMILIES, ButcherTableau, SolverParameterError, order_condi
 
 register_solvers()
 
+from transformers import AutoConfig, AutoModelForImageClassification  # noqa: E402
+
+from .configuration_ode import ODEConfig  # noqa: E402
+from .modeling_ode import ODEForImageClassification, ODEPreTrainedModel  # noqa: E402
+
+AutoConfig.register(ODEConfig.model_type, ODEConfig, exist_ok=True)
+AutoModelForImageClassification.register(ODEConfig, ODEForImageClassification, exist_ok=True)
+# save_pretrained copies the modelling file and its relative imports: trust_remote_code works without hf_reduce.
+ODEConfig.register_for_auto_class()
+ODEForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
 __all__ = [
     "FAMILIES",
     "SOLVER_CLASSES",
     "ButcherTableau",
     "FixedSolver",
     "NFECounter",
+    "ODEConfig",
+    "ODEForImageClassification",
+    "ODEPreTrainedModel",
     "OverfittingReport",
     "SmoothingSolver",
     "SolverEnsemble",

@@ -1,0 +1,134 @@
+"""Neural-ODE image classifiers as ``transformers.PreTrainedModel``s.
+
+Travels as remote code together with the sibling modules it imports relatively (blocks, solvers, tableaux,
+sampling, IRDM), so the parameterised solvers work where hf_reduce is not installed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from .blocks import ODEBlock, ODEFunc, ResNetBlock, make_norm
+from .configuration_ode import ODEConfig
+from .sampling import SolverEnsemble, SolverSpec
+from .solvers import register_solvers
+
+register_solvers()
+
+
+class ODEPreTrainedModel(PreTrainedModel):
+    config_class = ODEConfig
+    base_model_prefix = "ode"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d):
+            # Through a weight/spectral-norm parametrisation the raw weight is `original` / `original1`.
+            if hasattr(module, "parametrizations"):
+                return
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=0.01)
+            init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm2d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+
+
+class ODEForImageClassification(ODEPreTrainedModel):
+    """A conv stem, stages of ResNet / ODE blocks, global average pooling and a linear head.
+
+    ``set_solver(SolverSpec(...))`` (or ``set_solver(ensemble=SolverEnsemble(...))``) changes how every ODE
+    block integrates, without reloading; ``nfe`` reports the function evaluations of the last forward and
+    backward passes.
+    """
+
+    def __init__(self, config: ODEConfig) -> None:
+        super().__init__(config)
+        c0, groups = config.channels[0], config.group_norm_groups
+        self.stem = nn.Sequential(
+            nn.Conv2d(config.num_channels, c0, 3, padding=1, bias=config.norm_stem == "none"),
+            make_norm(config.norm_stem, c0, groups),
+            nn.ReLU(),
+        )
+        solver = self.config_solver()
+        stages: list[nn.Module] = []
+        for i, (channels, is_ode) in enumerate(zip(config.channels, config.ode_stages, strict=True)):
+            if i > 0:
+                stages.append(ResNetBlock(config.channels[i - 1], channels, 2, config.norm_resnet, groups))
+            if is_ode:
+                func = ODEFunc(channels, config.norm_ode, groups, config.time_concat, config.ode_param_norm)
+                stages.append(ODEBlock(func, solver, config.gradient_mode, config.irdm_nodes))
+            else:
+                stages.append(ResNetBlock(channels, channels, 1, config.norm_resnet, groups))
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(config.channels[-1], config.num_labels)
+        self.post_init()
+
+    def config_solver(self) -> SolverSpec:
+        """The solver the config describes (raises a clear error for unknown methods or bad parameters)."""
+        c = self.config
+        return SolverSpec(c.method, u=c.u, v=c.v, n_steps=c.n_steps, rtol=c.rtol, atol=c.atol)
+
+    @property
+    def ode_blocks(self) -> list[ODEBlock]:
+        return [m for m in self.stages if isinstance(m, ODEBlock)]
+
+    def set_solver(self, solver: SolverSpec | None = None, *, ensemble: SolverEnsemble | None = None) -> None:
+        """Integrate every ODE block with ``solver`` (default: the config's), or average an ``ensemble``."""
+        for block in self.ode_blocks:
+            block.solver = solver if solver is not None else self.config_solver()
+            block.ensemble = ensemble
+
+    @property
+    def nfe(self) -> dict[str, int]:
+        """Function evaluations of all ODE blocks since the last :meth:`reset_nfe` (forward / backward)."""
+        return {
+            "forward": sum(b.func.nfe_forward for b in self.ode_blocks),
+            "backward": sum(b.func.nfe_backward for b in self.ode_blocks),
+        }
+
+    def reset_nfe(self) -> None:
+        for block in self.ode_blocks:
+            block.func.reset()
+
+    def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        c, s = self.config.num_channels, self.config.image_size
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != c or pixel_values.shape[-2:] != (s, s):
+            raise ValueError(
+                f"expected pixel_values of shape (batch, {c}, {s}, {s}) from the config, got {tuple(pixel_values.shape)}"
+            )
+        mean = torch.tensor(self.config.image_mean, dtype=pixel_values.dtype, device=pixel_values.device)
+        std = torch.tensor(self.config.image_std, dtype=pixel_values.dtype, device=pixel_values.device)
+        return (pixel_values - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self.reset_nfe()
+        hidden = self.stem(self.normalize(pixel_values))
+        for stage in self.stages:
+            hidden = stage(hidden)
+        logits = self.classifier(self.pool(hidden).flatten(1))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        if not return_dict:
+            return (loss, logits) if loss is not None else (logits,)
+        return ImageClassifierOutput(loss=loss, logits=logits)
