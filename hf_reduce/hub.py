@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+from .utils import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -161,19 +162,12 @@ def save_for_hub(
     """Save safetensors weights, config and the rendered README.md into ``folder`` atomically."""
     folder = Path(folder)
     card = render_model_card(model, info, repo_id=repo_id)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_directory(folder) as staging:
         model.save_pretrained(str(staging), safe_serialization=True)
         pickled = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
         if pickled:
             raise RuntimeError(f"refusing to publish pickled weights {pickled}: only safetensors are allowed")
         card.save(staging / "README.md")
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

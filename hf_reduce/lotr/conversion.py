@@ -8,8 +8,6 @@ PEFT's generic ``convert_to_lora`` (which also works on LoTR models, through ``g
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from peft.utils.other import ModulesToSaveWrapper
 from safetensors.torch import save_file
 from torch import nn
 
+from ..utils import atomic_directory
 from .layer import LoTRLayer
 
 _PEFT_PREFIX = "base_model.model."
@@ -71,14 +70,7 @@ def save_as_lora(path: str | os.PathLike, model: nn.Module, adapter_name: str = 
     """
     lora_config, state_dict = lotr_to_lora(model, adapter_name)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path) as staging:
         save_file(state_dict, str(staging / SAFETENSORS_WEIGHTS_NAME))
         lora_config.save_pretrained(str(staging))
-        if path.exists():
-            shutil.rmtree(path)
-        staging.rename(path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path

@@ -15,9 +15,9 @@ import argparse
 import math
 import statistics
 import time
-from contextlib import contextmanager
 
 import torch
+from _measure import saved_tensor_bytes
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
@@ -52,21 +52,6 @@ class ConvField(nn.Module):
         return self.conv2(torch.relu(self.norm(self.conv1(z))))
 
 
-@contextmanager
-def saved_bytes(counter: dict[str, int]):
-    seen: set[int] = set()
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            counter["bytes"] += storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield
-
-
 def run_once(mode: str, func: NFECounter, y0: torch.Tensor, t: torch.Tensor, tol: float, nodes: int) -> dict:
     func.reset()
     func.zero_grad(set_to_none=True)
@@ -77,7 +62,7 @@ def run_once(mode: str, func: NFECounter, y0: torch.Tensor, t: torch.Tensor, tol
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     counter = {"bytes": 0}
-    with saved_bytes(counter):
+    with saved_tensor_bytes(counter):
         if mode == "backprop":
             out = odeint(func, y0, t, **kwargs)
         elif mode == "adjoint":

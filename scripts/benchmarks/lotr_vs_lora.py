@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from contextlib import contextmanager
 
 import torch
+from _measure import saved_tensor_bytes
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForSequenceClassification
 
@@ -28,22 +28,6 @@ from hf_reduce.commands.common import HubArguments, format_table
 from hf_reduce.commands.finetune_lotr import AdapterArguments, TextDataArguments, bundled_minilm_path, run
 from hf_reduce.lotr import LoTRConfig
 from hf_reduce.training import TrainingArguments
-
-
-@contextmanager
-def saved_tensor_bytes(counter: dict[str, int]):
-    """Add up the bytes of the distinct storages autograd saves for backward inside the block."""
-    seen: set[int] = set()
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            counter["bytes"] += storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield
 
 
 def make_model(method: str, r: int, targets: list[str], device: torch.device) -> torch.nn.Module:

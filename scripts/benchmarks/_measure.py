@@ -1,0 +1,24 @@
+"""Measurement helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def saved_tensor_bytes(counter: dict[str, int]):
+    """Add to ``counter["bytes"]`` the bytes of the distinct storages autograd saves for backward in the block
+    (what a training step must hold beyond the weights, measurable on a CPU where no allocator peak exists)."""
+    seen: set[int] = set()
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            counter["bytes"] += storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield
