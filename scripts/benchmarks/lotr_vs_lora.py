@@ -8,7 +8,7 @@ it is what a training step has to hold beyond the frozen weights: the tensors au
 Part 2 (quality): the bundled all-MiniLM-L6-v2 fine-tuned on BBC News topics with LoTR and LoRA at several
 ranks, accuracy against trainable adapter parameters.
 
-    python scripts/benchmarks/lotr_vs_lora.py               # both parts, ~30 min on 2 CPU cores
+    python scripts/benchmarks/lotr_vs_lora.py               # both parts, ~15 min on 2 quiet CPU cores
     python scripts/benchmarks/lotr_vs_lora.py --quick       # a smoke run
 """
 
@@ -154,10 +154,10 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="Tiny settings: checks that the script runs.")
     parser.add_argument("--skip_quality", action="store_true")
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--max_length", type=int, default=128)
-    parser.add_argument("--lotr_lr", type=float, default=5e-3)
-    parser.add_argument("--lora_lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--max_length", type=int, default=96)
+    parser.add_argument("--lotr_lr", type=float, default=1e-2)
+    parser.add_argument("--lora_lr", type=float, default=3e-3)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
