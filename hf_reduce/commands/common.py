@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+from argparse import RawDescriptionHelpFormatter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import HfArgumentParser
+
+from ..hub import CardInfo, push_to_hub, save_for_hub
 
 
 @dataclass
@@ -72,3 +78,35 @@ def setup_logging(main_process: bool = True) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if main_process else logging.WARNING,
     )
+
+
+def publish(
+    model: Any, folder: Path, info: CardInfo, hub_args: HubArguments, default_repo: str
+) -> dict[str, str]:
+    """Save ``model`` with its card into ``folder`` (atomically) and push it when asked."""
+    save_for_hub(model, folder, info, repo_id=hub_args.hub_model_id or default_repo)
+    published = {"dir": str(folder)}
+    if hub_args.push_to_hub:
+        published["hub_commit"] = push_to_hub(
+            model, hub_args.hub_model_id, info, private=hub_args.hub_private
+        )
+    return published
+
+
+def command_main(
+    argument_types: tuple[type, ...],
+    run: Callable[..., dict[str, Any]],
+    argv: list[str] | None,
+    prog: str | None,
+    description: str | None,
+) -> dict[str, Any]:
+    """Parse ``argv`` into the argument dataclasses, ``run`` them and print the summary table (on the main
+    process, the one whose summary names the saved folder)."""
+    parser = HfArgumentParser(
+        argument_types, prog=prog, description=description, formatter_class=RawDescriptionHelpFormatter
+    )
+    summary = run(*parser.parse_args_into_dataclasses(args=argv))
+    summary.pop("model", None)
+    if any(key.endswith("_dir") for key in summary):
+        print(format_table([summary]))
+    return summary

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from argparse import RawDescriptionHelpFormatter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,13 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    HfArgumentParser,
 )
 
 from ..data import label_names, load_text_classification
-from ..hub import CardInfo, push_to_hub, save_for_hub
+from ..hub import CardInfo
 from ..lotr import LoTRConfig
 from ..training import TrainingArguments, arguments_dict, make_accelerator, train
-from .common import DataArguments, HubArguments, count_parameters, format_table, setup_logging
+from .common import DataArguments, HubArguments, command_main, count_parameters, publish, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -183,31 +181,21 @@ def run(
             training_args={**arguments_dict(training_args), **arguments_dict(adapter_args)},
             extra={"adapter_params": adapter_only, "trainable_params": trainable},
         )
-        unwrapped = accelerator.unwrap_model(model)
-        adapter_dir = Path(training_args.output_dir) / "adapter"
-        save_for_hub(
-            unwrapped, adapter_dir, info, repo_id=hub_args.hub_model_id or f"your-name/{adapter_args.method}"
+        published = publish(
+            accelerator.unwrap_model(model),
+            Path(training_args.output_dir) / "adapter",
+            info,
+            hub_args,
+            f"your-name/{adapter_args.method}",
         )
-        summary["adapter_dir"] = str(adapter_dir)
-        if hub_args.push_to_hub:
-            summary["hub_commit"] = push_to_hub(
-                unwrapped, hub_args.hub_model_id, info, private=hub_args.hub_private
-            )
+        summary["adapter_dir"] = published.pop("dir")
+        summary.update(published)
     accelerator.wait_for_everyone()
     summary["model"] = accelerator.unwrap_model(model)
     return summary
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:
-    parser = HfArgumentParser(
-        (TextDataArguments, AdapterArguments, TrainingArguments, HubArguments),
-        prog=prog,
-        description=__doc__,
-        formatter_class=RawDescriptionHelpFormatter,
+    return command_main(
+        (TextDataArguments, AdapterArguments, TrainingArguments, HubArguments), run, argv, prog, __doc__
     )
-    data_args, adapter_args, training_args, hub_args = parser.parse_args_into_dataclasses(args=argv)
-    summary = run(data_args, adapter_args, training_args, hub_args)
-    summary.pop("model")
-    if "adapter_dir" in summary:
-        print(format_table([summary]))
-    return summary

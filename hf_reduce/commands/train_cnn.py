@@ -7,19 +7,17 @@ hf-reduce train-cnn --dataset digits --output_dir outputs/vgg-digits
 from __future__ import annotations
 
 import logging
-from argparse import RawDescriptionHelpFormatter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import HfArgumentParser
 
 from ..cnn import VGGConfig, VGGForImageClassification
 from ..data import ImageCollator, image_tensors, label_names, load_image_classification
-from ..hub import CardInfo, push_to_hub, save_for_hub
+from ..hub import CardInfo
 from ..training import TrainingArguments, arguments_dict, make_accelerator, train
-from .common import DataArguments, HubArguments, count_parameters, format_table, setup_logging
+from .common import DataArguments, HubArguments, command_main, count_parameters, publish, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -122,31 +120,22 @@ def run(
             metrics={k: v for k, v in result.metrics.items() if k != "num_samples"},
             training_args=arguments_dict(training_args),
         )
-        model_dir = Path(training_args.output_dir) / "model"
-        save_for_hub(
-            accelerator.unwrap_model(model), model_dir, info, repo_id=hub_args.hub_model_id or "your-name/vgg"
+        published = publish(
+            accelerator.unwrap_model(model),
+            Path(training_args.output_dir) / "model",
+            info,
+            hub_args,
+            "your-name/vgg",
         )
-        summary["model_dir"] = str(model_dir)
-        if hub_args.push_to_hub:
-            summary["hub_commit"] = push_to_hub(
-                accelerator.unwrap_model(model), hub_args.hub_model_id, info, private=hub_args.hub_private
-            )
-        logger.info("saved %s", model_dir)
+        summary["model_dir"] = published.pop("dir")
+        summary.update(published)
+        logger.info("saved %s", summary["model_dir"])
     accelerator.wait_for_everyone()
     summary["model"] = accelerator.unwrap_model(model)
     return summary
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:
-    parser = HfArgumentParser(
-        (DataArguments, CNNArguments, TrainingArguments, HubArguments),
-        prog=prog,
-        description=__doc__,
-        formatter_class=RawDescriptionHelpFormatter,
+    return command_main(
+        (DataArguments, CNNArguments, TrainingArguments, HubArguments), run, argv, prog, __doc__
     )
-    data_args, cnn_args, training_args, hub_args = parser.parse_args_into_dataclasses(args=argv)
-    summary = run(data_args, cnn_args, training_args, hub_args)
-    summary.pop("model")
-    if "model_dir" in summary:
-        print(format_table([summary]))
-    return summary
