@@ -25,30 +25,39 @@ def _report(accelerator, out_dir, model, extra):
         json.dump({"world": accelerator.num_processes, **extra}, f)
 
 
-def cnn(out_dir):
-    from hf_reduce.cnn import VGGConfig, VGGForImageClassification
-    from hf_reduce.data import TensorDictDataset
-    from hf_reduce.training import TrainingArguments, make_accelerator, train
+def _setup(out_dir, **overrides):
+    """TrainingArguments for a short quiet run, its Accelerator, and a seeded start."""
+    from hf_reduce.training import TrainingArguments, make_accelerator
 
-    args = TrainingArguments(
-        output_dir=out_dir,
-        num_train_epochs=2,
-        per_device_train_batch_size=8,
-        learning_rate=1e-2,
-        disable_tqdm=True,
-        logging_steps=0,
-        metrics=["accuracy", "f1"],
-    )
+    kwargs = dict(output_dir=out_dir, learning_rate=1e-2, disable_tqdm=True, logging_steps=0)
+    args = TrainingArguments(**{**kwargs, **overrides})
     accelerator = make_accelerator(args)
     set_seed(0)
+    return args, accelerator
+
+
+def _random_images(n, size=8, labels=3):
+    from hf_reduce.data import TensorDictDataset
+
+    g = torch.Generator().manual_seed(0)
+    return TensorDictDataset(
+        pixel_values=torch.rand(n, 1, size, size, generator=g),
+        labels=torch.randint(0, labels, (n,), generator=g),
+    )
+
+
+def cnn(out_dir):
+    from hf_reduce.cnn import VGGConfig, VGGForImageClassification
+    from hf_reduce.training import train
+
+    args, accelerator = _setup(
+        out_dir, num_train_epochs=2, per_device_train_batch_size=8, metrics=["accuracy", "f1"]
+    )
     config = VGGConfig(
         layers=[4, "M", 8], num_channels=1, image_size=8, num_labels=3, classifier_hidden_sizes=[16]
     )
     model = VGGForImageClassification(config)
-    g = torch.Generator().manual_seed(0)
-    data = TensorDictDataset(
-        pixel_values=torch.rand(101, 1, 8, 8, generator=g), labels=torch.randint(0, 3, (101,), generator=g)
-    )
+    data = _random_images(101)
     out = train(model, args, data, data, accelerator=accelerator)
     _report(accelerator, out_dir, model, {"metrics": out.metrics, "step": out.global_step})
 
@@ -60,19 +69,9 @@ def lotr(out_dir):
     import hf_reduce  # noqa: F401  (registers LoTR)
     from hf_reduce.data import TensorDictDataset
     from hf_reduce.lotr import LoTRConfig
-    from hf_reduce.training import TrainingArguments, make_accelerator, train
+    from hf_reduce.training import train
 
-    args = TrainingArguments(
-        output_dir=out_dir,
-        max_steps=6,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        disable_tqdm=True,
-        logging_steps=0,
-        eval_strategy="no",
-    )
-    accelerator = make_accelerator(args)
-    set_seed(0)
+    args, accelerator = _setup(out_dir, max_steps=6, per_device_train_batch_size=4, eval_strategy="no")
     model = get_peft_model(
         tiny_bert(), LoTRConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS")
     )
@@ -90,21 +89,10 @@ def lotr(out_dir):
 
 def ode(out_dir):
     import hf_reduce  # noqa: F401
-    from hf_reduce.data import TensorDictDataset
     from hf_reduce.ode import ODEConfig, ODEForImageClassification
-    from hf_reduce.training import TrainingArguments, make_accelerator, train
+    from hf_reduce.training import train
 
-    args = TrainingArguments(
-        output_dir=out_dir,
-        max_steps=3,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        disable_tqdm=True,
-        logging_steps=0,
-        eval_strategy="no",
-    )
-    accelerator = make_accelerator(args)
-    set_seed(0)
+    args, accelerator = _setup(out_dir, max_steps=3, per_device_train_batch_size=4, eval_strategy="no")
     config = ODEConfig(
         channels=[4],
         ode_stages=[True],
@@ -116,11 +104,7 @@ def ode(out_dir):
         group_norm_groups=2,
     )
     model = ODEForImageClassification(config)
-    g = torch.Generator().manual_seed(0)
-    data = TensorDictDataset(
-        pixel_values=torch.rand(24, 1, 8, 8, generator=g), labels=torch.randint(0, 3, (24,), generator=g)
-    )
-    out = train(model, args, data, accelerator=accelerator)
+    out = train(model, args, _random_images(24), accelerator=accelerator)
     _report(
         accelerator, out_dir, model, {"step": out.global_step, "nfe": accelerator.unwrap_model(model).nfe}
     )

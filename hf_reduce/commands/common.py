@@ -34,6 +34,24 @@ class DataArguments:
     )
     max_test_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
 
+    def load(self, task: str, seed: int) -> Any:
+        """The ``DatasetDict`` these arguments describe, for ``task`` ``"image"`` or ``"text"``."""
+        from ..data import load_image_classification, load_text_classification
+
+        if task == "image":
+            loader, column = load_image_classification, {"image_column": self.image_column}
+        else:
+            loader, column = load_text_classification, {"text_column": self.text_column}
+        return loader(
+            self.dataset,
+            label_column=self.label_column,
+            test_size=self.test_size,
+            seed=seed,
+            max_train_samples=self.max_train_samples,
+            max_test_samples=self.max_test_samples,
+            **column,
+        )
+
 
 @dataclass
 class HubArguments:

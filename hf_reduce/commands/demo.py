@@ -64,6 +64,7 @@ def stage_lotr(output_dir: Path, quick: bool) -> dict[str, Any]:
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
+    from ..lotr import LoTRLayer
     from .finetune_lotr import AdapterArguments, TextDataArguments, bundled_minilm_path, run
 
     training = TrainingArguments(
@@ -81,8 +82,12 @@ def stage_lotr(output_dir: Path, quick: bool) -> dict[str, Any]:
     base = AutoModelForSequenceClassification.from_pretrained(bundled_minilm_path(), num_labels=5)
     reloaded = PeftModel.from_pretrained(base, summary["adapter_dir"])
     example = {"input_ids": torch.randint(1000, 2000, (2, 16), generator=torch.Generator().manual_seed(0))}
-    r = summary["r"]
-    lora_params = 2 * 6 * r * (384 + 384)  # LoRA at the same rank on the same 12 matrices of MiniLM
+    # LoRA at the same rank on the same matrices: r·(d_in + d_out) for each adapted layer.
+    lora_params = sum(
+        layer.r["default"] * (layer.in_features + layer.out_features)
+        for layer in summary["model"].modules()
+        if isinstance(layer, LoTRLayer)
+    )
     return {
         "stage": "LoTR adapter (MiniLM)",
         "dataset": "bbc-news (subset)",

@@ -23,7 +23,7 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
-from ..data import label_names, load_text_classification
+from ..data import label_names
 from ..hub import CardInfo
 from ..lotr import LoTRConfig
 from ..training import TrainingArguments, arguments_dict, make_accelerator, train
@@ -139,15 +139,7 @@ def run(
     """Fine-tune + evaluate + save (+ push). Returns a summary dict; ``summary["model"]`` is the trained model."""
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
-    dsd = load_text_classification(
-        data_args.dataset,
-        text_column=data_args.text_column,
-        label_column=data_args.label_column,
-        test_size=data_args.test_size,
-        seed=training_args.seed,
-        max_train_samples=data_args.max_train_samples,
-        max_test_samples=data_args.max_test_samples,
-    )
+    dsd = data_args.load("text", seed=training_args.seed)
     labels = label_names(dsd)
     torch.manual_seed(training_args.seed)
     model, tokenizer, base_id = build_model(adapter_args, labels)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..cnn import VGGConfig, VGGForImageClassification
-from ..data import ImageCollator, image_tensors, label_names, load_image_classification
+from ..data import ImageCollator, image_tensors, label_names
 from ..hub import CardInfo
 from ..training import TrainingArguments, arguments_dict, make_accelerator, train
 from .common import DataArguments, HubArguments, command_main, count_parameters, publish, setup_logging
@@ -66,15 +66,7 @@ def run(
     ``summary["model"]`` is the trained model."""
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
-    dsd = load_image_classification(
-        data_args.dataset,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        test_size=data_args.test_size,
-        seed=training_args.seed,
-        max_train_samples=data_args.max_train_samples,
-        max_test_samples=data_args.max_test_samples,
-    )
+    dsd = data_args.load("image", seed=training_args.seed)
     names = label_names(dsd)
     if cnn_args.model_name_or_path:
         model = VGGForImageClassification.from_pretrained(cnn_args.model_name_or_path)
