@@ -127,15 +127,50 @@ def test_same_api_as_odeint_adjoint():
     assert isinstance(pair, tuple) and pair[0].shape == (4, 3)
 
 
-def test_backward_does_not_integrate_the_state():
-    func = NFECounter(Field(damping=5.0).double())
-    y0 = torch.randn(4, 3, dtype=T64, requires_grad=True)
+class ForcedStiffField(nn.Module):
+    """Pulled at rate 50 onto a moving manifold: integrating the state backwards (the adjoint) is unstable."""
+
+    def __init__(self, dim=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(dim + 1, 32), nn.Tanh(), nn.Linear(32, dim))
+
+    def forward(self, t, y):
+        forcing = torch.sin(2 * math.pi * t).expand(*y.shape[:-1], 1)
+        return 50.0 * (self.net(torch.cat([y, forcing], -1)) - y)
+
+
+def test_backward_is_cheaper_and_more_accurate_than_the_adjoint_on_stiff_dynamics():
+    func = NFECounter(ForcedStiffField().double())
+    y0 = torch.randn(8, 3, dtype=T64, generator=torch.Generator().manual_seed(3))
     t = torch.tensor([0.0, 1.0], dtype=T64)
-    odeint_irdm(func, y0, t, method="dopri5", rtol=1e-7, atol=1e-9).sum().backward()
-    irdm_backward = func.nfe_backward
+    reference = _gradients(odeint, func, y0, t, method="dopri5", rtol=1e-9, atol=1e-11)
+    settings = {"method": "dopri5", "rtol": 1e-6, "atol": 1e-8, "adjoint_options": {"norm": "seminorm"}}
     func.reset()
-    odeint_adjoint(func, y0, t, method="dopri5", rtol=1e-7, atol=1e-9).sum().backward()
-    assert 0 < irdm_backward < func.nfe_backward
+    irdm = _gradients(odeint_irdm, func, y0, t, n_nodes=32, **settings)
+    irdm_nfe = func.nfe_backward
+    func.reset()
+    adjoint = _gradients(odeint_adjoint, func, y0, t, **settings)
+    # Observed: backward NFE ~0.3x the adjoint's, gradient error 1.7e-6 vs 2.5e-6 for the adjoint (the
+    # benchmark's 128 x 16 batch: 1e-7 vs 1e-4).
+    assert 0 < irdm_nfe < 0.5 * func.nfe_backward
+    assert _relative_error(irdm, reference) <= _relative_error(adjoint, reference)
+
+
+def test_backward_tolerance_is_relative_to_the_gradient_scale():
+    # The adjoint system is linear, so IRDM integrates it normalised: a loss scaled by 2^-40 gives gradients
+    # scaled by exactly 2^-40, instead of drowning in the absolute tolerance.
+    func = Field(damping=2.0).double()
+    y0 = torch.randn(4, 3, dtype=T64, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([0.0, 1.0], dtype=T64)
+    grads = []
+    for scale in (1.0, 2.0**-40):
+        y = y0.clone().requires_grad_(True)
+        func.zero_grad()
+        (scale * odeint_irdm(func, y, t, method="dopri5", rtol=1e-6, atol=1e-8)[-1].sum()).backward()
+        grads.append([y.grad] + [p.grad for p in func.parameters()])
+    for g, g_small in zip(*grads, strict=True):
+        torch.testing.assert_close(g_small * 2.0**40, g, rtol=1e-12, atol=0)
 
 
 def test_bad_inputs():

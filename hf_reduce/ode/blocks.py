@@ -11,7 +11,7 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from .irdm import odeint_irdm
 from .nfe import NFECounter
-from .sampling import SolverSpec
+from .sampling import ADAPTIVE_METHODS, SolverSpec
 
 
 def make_norm(kind: str, channels: int, groups: int = 32) -> nn.Module:
@@ -110,6 +110,9 @@ class ODEBlock(nn.Module):
     def _solve(self, x: torch.Tensor, spec: SolverSpec) -> torch.Tensor:
         t = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
         kwargs = spec.odeint_kwargs()
+        if spec.method in ADAPTIVE_METHODS and self.gradient_mode != "backprop":
+            # Error control on the adjoint only, not on the parameter-gradient integrals (fewer backward steps).
+            kwargs["adjoint_options"] = {"norm": "seminorm"}
         if self.gradient_mode == "adjoint":
             return odeint_adjoint(self.func, x, t, **kwargs)[-1]
         if self.gradient_mode == "irdm" and torch.is_grad_enabled():
