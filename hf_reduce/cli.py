@@ -8,6 +8,10 @@ import sys
 COMMANDS = {
     "demo": ("hf_reduce.commands.demo", "Run every method end to end on embedded data (minutes, CPU)."),
     "train-cnn": ("hf_reduce.commands.train_cnn", "Train the reference VGG classifier on an image dataset."),
+    "train-ode": (
+        "hf_reduce.commands.train_ode",
+        "Train a neural-ODE classifier (meta-solver regimes), evaluate robustness.",
+    ),
     "finetune-lotr": (
         "hf_reduce.commands.finetune_lotr",
         "Fine-tune a text classifier with a LoTR or LoRA adapter.",

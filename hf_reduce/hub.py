@@ -36,7 +36,8 @@ class CardInfo:
         base_model: the model this one adapts or reduces, if any.
         training_args: the arguments of the run, shown in the card.
         results: extra rows for the results table (``[{"setting": ..., "accuracy": ...}, ...]``).
-        extra: template-specific values (reduction settings, solver tables, ...).
+        tables: further titled result tables (``{"Solver overfitting": [row, ...]}``), rendered in order.
+        extra: template-specific values (reduction settings, ...).
     """
 
     dataset: str | None = None
@@ -45,6 +46,7 @@ class CardInfo:
     base_model: str | None = None
     training_args: dict[str, Any] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,6 +152,7 @@ def render_model_card(
         info=info,
         metrics_table=_markdown_table(metric_rows),
         results_table=_markdown_table(info.results),
+        tables={title: _markdown_table(rows) for title, rows in info.tables.items()},
         training_args_json=json.dumps(info.training_args, indent=2, default=str),
         config_json=_config_json(config),
         extra=info.extra,

@@ -91,6 +91,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([line, rule, *body])
 
 
+def image_geometry(dataset: Any, image_size: int | None) -> tuple[int, int]:
+    """(channels, size) of an image dataset's first image, or ``image_size`` when given."""
+    first = dataset[0]["pixel_values"]
+    channels = 1 if first.mode in ("L", "1", "I", "F") else 3
+    return channels, image_size or first.size[0]
+
+
+def channel_stats(data: Any, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean / std of preloaded images (0.5 / 0.5 when the data is not preloaded)."""
+    pixels = data.tensors["pixel_values"] if hasattr(data, "tensors") else None
+    if pixels is None:
+        return [0.5] * channels, [0.5] * channels
+    mean = pixels.mean(dim=(0, 2, 3))
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
 def setup_logging(main_process: bool = True) -> None:
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -119,12 +136,13 @@ def command_main(
     description: str | None,
 ) -> dict[str, Any]:
     """Parse ``argv`` into the argument dataclasses, ``run`` them and print the summary table (on the main
-    process, the one whose summary names the saved folder)."""
+    process, the one whose summary names the saved folder). Returns ``run``'s summary."""
     parser = HfArgumentParser(
         argument_types, prog=prog, description=description, formatter_class=RawDescriptionHelpFormatter
     )
     summary = run(*parser.parse_args_into_dataclasses(args=argv))
-    summary.pop("model", None)
     if any(key.endswith("_dir") for key in summary):
-        print(format_table([summary]))
+        for title, rows in summary.get("tables", {}).items():
+            print(f"{title}\n{format_table(rows)}\n")
+        print(format_table([{k: v for k, v in summary.items() if k not in ("model", "tables")}]))
     return summary

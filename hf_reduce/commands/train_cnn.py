@@ -17,7 +17,16 @@ from ..cnn import VGGConfig, VGGForImageClassification
 from ..data import ImageCollator, image_tensors, label_names
 from ..hub import CardInfo
 from ..training import TrainingArguments, arguments_dict, make_accelerator, train
-from .common import DataArguments, HubArguments, command_main, count_parameters, publish, setup_logging
+from .common import (
+    DataArguments,
+    HubArguments,
+    channel_stats,
+    command_main,
+    count_parameters,
+    image_geometry,
+    publish,
+    setup_logging,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,21 +53,6 @@ class CNNArguments:
     preload: bool = field(default=True, metadata={"help": "Decode the whole dataset into memory once."})
 
 
-def _image_geometry(dataset: Any, image_size: int | None) -> tuple[int, int]:
-    first = dataset[0]["pixel_values"]
-    channels = 1 if first.mode in ("L", "1", "I", "F") else 3
-    return channels, image_size or first.size[0]
-
-
-def _channel_stats(data: Any, channels: int) -> tuple[list[float], list[float]]:
-    pixels = data.tensors["pixel_values"] if hasattr(data, "tensors") else None
-    if pixels is None:
-        return [0.5] * channels, [0.5] * channels
-    mean = pixels.mean(dim=(0, 2, 3))
-    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
-
-
 def run(
     data_args: DataArguments, cnn_args: CNNArguments, training_args: TrainingArguments, hub_args: HubArguments
 ) -> dict[str, Any]:
@@ -72,14 +66,14 @@ def run(
         model = VGGForImageClassification.from_pretrained(cnn_args.model_name_or_path)
         channels, size = model.config.num_channels, model.config.image_size
     else:
-        channels, size = _image_geometry(dsd["train"], cnn_args.image_size)
+        channels, size = image_geometry(dsd["train"], cnn_args.image_size)
     if cnn_args.preload:
         train_data, test_data = (image_tensors(dsd[s], channels, size) for s in ("train", "test"))
         collate = None
     else:
         train_data, test_data, collate = dsd["train"], dsd["test"], ImageCollator(channels, size)
     if not cnn_args.model_name_or_path:
-        mean, std = _channel_stats(train_data, channels)
+        mean, std = channel_stats(train_data, channels)
         config = VGGConfig(
             layers=[item if item == "M" else int(item) for item in cnn_args.layers],
             batch_norm=cnn_args.batch_norm,

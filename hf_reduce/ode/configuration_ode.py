@@ -12,6 +12,7 @@ from transformers import PreTrainedConfig
 NORMS = ("batch", "layer", "group", "instance", "none")
 PARAM_NORMS = ("none", "weight", "spectral")
 GRADIENT_MODES = ("backprop", "adjoint", "irdm")
+ENSEMBLE_KEYS = ("method", "u", "v", "n_steps", "weight")
 
 PRESETS: dict[str, dict] = {
     # ODENet10 of the normalisation paper (CIFAR-10): stem, then three stages of (down-sampling ResNet block,)
@@ -61,6 +62,8 @@ class ODEConfig(PreTrainedConfig):
             ``u`` / ``v`` default to the family's best-known member (``rk4_u2``: classic RK4).
         n_steps: equal steps over [0, 1] for fixed-grid methods; ``rtol`` / ``atol`` for adaptive ones.
         gradient_mode: ``backprop`` through the solver, ``adjoint``, or ``irdm`` (with ``irdm_nodes``).
+        solver_ensemble: optional list of solvers whose outputs every ODE block averages, each a dict with
+            ``u`` / ``v`` / ``n_steps`` / ``method`` (defaults: the fields above) and ``weight`` (default 1).
         image_mean, image_std: normalisation applied inside the model; inputs are pixels in [0, 1].
     """
 
@@ -86,6 +89,7 @@ class ODEConfig(PreTrainedConfig):
         atol: float = 1e-4,
         gradient_mode: str = "backprop",
         irdm_nodes: int = 16,
+        solver_ensemble: list[dict] | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
         **kwargs,
@@ -102,6 +106,7 @@ class ODEConfig(PreTrainedConfig):
         self.rtol, self.atol = rtol, atol
         self.gradient_mode = gradient_mode
         self.irdm_nodes = irdm_nodes
+        self.solver_ensemble = [dict(member) for member in solver_ensemble] if solver_ensemble else None
         self.image_mean = list(image_mean) if image_mean is not None else [0.5] * num_channels
         self.image_std = list(image_std) if image_std is not None else [0.5] * num_channels
         super().__init__(**kwargs)
@@ -134,6 +139,12 @@ class ODEConfig(PreTrainedConfig):
             raise ValueError(
                 f"n_steps must be >= 1 and irdm_nodes >= 2, got {self.n_steps}, {self.irdm_nodes}"
             )
+        for member in self.solver_ensemble or []:
+            unknown = set(member) - set(ENSEMBLE_KEYS)
+            if unknown:
+                raise ValueError(
+                    f"solver_ensemble members take keys {list(ENSEMBLE_KEYS)}, got unknown {sorted(unknown)}"
+                )
         if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
             raise ValueError(f"image_mean / image_std need {self.num_channels} values")
         if self.image_size < 2 ** (len(self.channels) - 1):

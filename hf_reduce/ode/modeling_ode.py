@@ -6,6 +6,8 @@ sampling, IRDM), so the parameterised solvers work where hf_reduce is not instal
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -76,6 +78,8 @@ class ODEForImageClassification(ODEPreTrainedModel):
         self.stages = nn.ModuleList(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(config.channels[-1], config.num_labels)
+        if config.solver_ensemble:
+            self.set_solver(ensemble=self.config_ensemble())
         self.post_init()
 
     def config_solver(self) -> SolverSpec:
@@ -83,12 +87,28 @@ class ODEForImageClassification(ODEPreTrainedModel):
         c = self.config
         return SolverSpec(c.method, u=c.u, v=c.v, n_steps=c.n_steps, rtol=c.rtol, atol=c.atol)
 
+    def config_ensemble(self) -> SolverEnsemble | None:
+        """The ensemble of ``config.solver_ensemble`` (members default to the config's solver fields)."""
+        if not self.config.solver_ensemble:
+            return None
+        base = self.config_solver()
+        specs, weights = [], []
+        for member in self.config.solver_ensemble:
+            fields = {k: v for k, v in member.items() if k != "weight"}
+            specs.append(replace(base, **fields))
+            weights.append(float(member.get("weight", 1.0)))
+        return SolverEnsemble(tuple(specs), tuple(weights))
+
     @property
     def ode_blocks(self) -> list[ODEBlock]:
         return [m for m in self.stages if isinstance(m, ODEBlock)]
 
     def set_solver(self, solver: SolverSpec | None = None, *, ensemble: SolverEnsemble | None = None) -> None:
-        """Integrate every ODE block with ``solver`` (default: the config's), or average an ``ensemble``."""
+        """Integrate every ODE block with ``solver`` (default: the config's), or average an ``ensemble``.
+
+        ``set_solver()`` restores the config's solver (and its ``solver_ensemble``, if any)."""
+        if solver is None and ensemble is None:
+            ensemble = self.config_ensemble()
         for block in self.ode_blocks:
             block.solver = solver if solver is not None else self.config_solver()
             block.ensemble = ensemble
