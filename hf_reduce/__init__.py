@@ -8,6 +8,7 @@ from . import ode  # noqa: F401  (registers the solvers with torchdiffeq)
 from .cnn import VGGConfig, VGGForImageClassification
 from .hub import CardInfo, push_to_hub, render_model_card, save_for_hub
 from .lotr import LoTRConfig, LoTRModel
+from .maxvol import MaxVolConfig, MaxVolForImageClassification, reduce_model
 from .training import TrainingArguments, evaluate_model, train
 
 __version__ = "0.1.0"
@@ -16,11 +17,14 @@ __all__ = [
     "CardInfo",
     "LoTRConfig",
     "LoTRModel",
+    "MaxVolConfig",
+    "MaxVolForImageClassification",
     "TrainingArguments",
     "VGGConfig",
     "VGGForImageClassification",
     "evaluate_model",
     "push_to_hub",
+    "reduce_model",
     "render_model_card",
     "save_for_hub",
     "train",

@@ -1,0 +1,92 @@
+"""Configuration of MaxVol reduced-order CNN classifiers (Gusak et al., "Reduced-Order Modeling of Deep
+Neural Networks", 2021).
+
+Self-contained: copied next to the weights by ``register_for_auto_class`` for ``trust_remote_code=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+
+class MaxVolConfig(PreTrainedConfig):
+    r"""Configuration of :class:`MaxVolForImageClassification`.
+
+    The model keeps the first conv blocks of the original network (``head_layers``), gathers
+    ``input_neurons`` selected neurons of their output, runs ``reduced_layers`` (small dense maps over
+    selected neurons, each followed by a 4-to-1 max over pooling windows when ``pool`` and a ReLU) and a
+    classifier whose first layer absorbs the reconstruction of the full activation.
+
+    Args:
+        head_layers: the kept blocks, ``{"in_channels", "out_channels", "batch_norm", "pool"}`` each.
+        input_neurons: selected neurons of the head's output.
+        reduced_layers: ``{"in_features", "out_features", "pool"}`` each; ``out_features`` counts pre-pool
+            neurons (4 per selected neuron when ``pool``).
+        classifier_hidden_sizes, dropout: the original classifier's hidden widths and dropout.
+        reduction: what the reduction did (original model, ranks, energies, selected neurons, settings).
+        image_mean, image_std: input normalisation (pixels in [0, 1]), as in the original model.
+    """
+
+    model_type = "hf_reduce_maxvol"
+
+    def __init__(
+        self,
+        num_channels: int = 1,
+        image_size: int = 28,
+        head_layers: list[dict[str, Any]] | None = None,
+        input_neurons: int = 1,
+        reduced_layers: list[dict[str, Any]] | None = None,
+        classifier_hidden_sizes: list[int] | None = None,
+        dropout: float = 0.0,
+        reduction: dict[str, Any] | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        **kwargs,
+    ) -> None:
+        self.num_channels = num_channels
+        self.image_size = image_size
+        self.head_layers = [dict(layer) for layer in head_layers or []]
+        self.input_neurons = input_neurons
+        self.reduced_layers = [
+            dict(layer) for layer in reduced_layers or [{"in_features": 1, "out_features": 1, "pool": False}]
+        ]
+        self.classifier_hidden_sizes = list(classifier_hidden_sizes or [])
+        self.dropout = dropout
+        self.reduction = dict(reduction or {})
+        self.image_mean = list(image_mean) if image_mean is not None else [0.5] * num_channels
+        self.image_std = list(image_std) if image_std is not None else [0.5] * num_channels
+        super().__init__(**kwargs)
+        self._check()
+
+    def _check(self) -> None:
+        width = self.input_neurons
+        for i, layer in enumerate(self.reduced_layers):
+            missing = {"in_features", "out_features", "pool"} - set(layer)
+            if missing:
+                raise ValueError(f"reduced_layers[{i}] lacks {sorted(missing)}")
+            if layer["in_features"] != width:
+                raise ValueError(
+                    f"reduced_layers[{i}] takes {layer['in_features']} features, the previous gives {width}"
+                )
+            if layer["pool"] and layer["out_features"] % 4:
+                raise ValueError(
+                    f"reduced_layers[{i}] pools 2x2 windows: out_features must be a multiple of 4"
+                )
+            width = layer["out_features"] // 4 if layer["pool"] else layer["out_features"]
+        channels = self.num_channels
+        for i, layer in enumerate(self.head_layers):
+            if layer.get("in_channels") != channels:
+                raise ValueError(
+                    f"head_layers[{i}] takes {layer.get('in_channels')} channels, the previous gives {channels}"
+                )
+            channels = layer["out_channels"]
+        if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
+            raise ValueError(f"image_mean / image_std need {self.num_channels} values")
+
+    @property
+    def selected_features(self) -> int:
+        """Width of the last reduced layer's output (the classifier's input)."""
+        last = self.reduced_layers[-1]
+        return last["out_features"] // 4 if last["pool"] else last["out_features"]
