@@ -12,6 +12,10 @@ COMMANDS = {
         "hf_reduce.commands.train_ode",
         "Train a neural-ODE classifier (meta-solver regimes), evaluate robustness.",
     ),
+    "reduce-maxvol": (
+        "hf_reduce.commands.reduce_maxvol",
+        "Reduce a trained CNN with MaxVol reduced-order modelling; compare, save, push.",
+    ),
     "finetune-lotr": (
         "hf_reduce.commands.finetune_lotr",
         "Fine-tune a text classifier with a LoTR or LoRA adapter.",

@@ -154,6 +154,7 @@ def render_model_card(
         results_table=_markdown_table(info.results),
         tables={title: _markdown_table(rows) for title, rows in info.tables.items()},
         training_args_json=json.dumps(info.training_args, indent=2, default=str),
+        config=config,
         config_json=_config_json(config),
         extra=info.extra,
     )

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import HfArgumentParser
 
 from ..hub import CardInfo, push_to_hub, save_for_hub
+from ..profiling import count_parameters  # noqa: F401  (re-exported for the commands)
 
 
 @dataclass
@@ -64,10 +64,6 @@ class HubArguments:
     def __post_init__(self) -> None:
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/model-name)")
-
-
-def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoModelForImageClassification
 from .algorithm import maxvol, rect_maxvol
 from .configuration_maxvol import MaxVolConfig
 from .modeling_maxvol import MaxVolForImageClassification, MaxVolPreTrainedModel
-from .rom import Reduction, block_parts, reduce_model, reduce_tail, select_neurons
+from .rom import SELECTIONS, Reduction, block_parts, reduce_model, reduce_tail, select_neurons
 
 AutoConfig.register(MaxVolConfig.model_type, MaxVolConfig, exist_ok=True)
 AutoModelForImageClassification.register(MaxVolConfig, MaxVolForImageClassification, exist_ok=True)
@@ -14,6 +14,7 @@ MaxVolConfig.register_for_auto_class()
 MaxVolForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __all__ = [
+    "SELECTIONS",
     "MaxVolConfig",
     "MaxVolForImageClassification",
     "MaxVolPreTrainedModel",

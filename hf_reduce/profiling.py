@@ -1,0 +1,64 @@
+"""Cost of a model: parameters, multiply-accumulates (torch's ``FlopCounterMode``) and measured latency.
+
+Latencies of several models are measured interleaved (one call of each in turn, repeated) so that a change
+of machine load hits all of them alike; the median is reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@torch.no_grad()
+def count_macs(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass per example (FLOPs / 2, as counted by ``FlopCounterMode``:
+    convolutions and matrix products; element-wise operations are not counted)."""
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(pixel_values=pixel_values)
+    model.train(was_training)
+    return counter.get_total_flops() // 2 // len(pixel_values)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def interleaved_latency(
+    models: Mapping[str, torch.nn.Module],
+    make_input: Callable[[int], torch.Tensor],
+    batch_sizes: tuple[int, ...] = (1, 64),
+    repeats: int = 50,
+    warmup: int = 5,
+) -> dict[str, dict[int, float]]:
+    """Median seconds per forward pass of each model at each batch size, measured interleaved."""
+    results: dict[str, dict[int, float]] = {name: {} for name in models}
+    for model in models.values():
+        model.eval()
+    for batch_size in batch_sizes:
+        x = make_input(batch_size)
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for i in range(warmup + repeats):
+            for name, model in models.items():
+                _synchronize(x.device)
+                start = time.perf_counter()
+                model(pixel_values=x)
+                _synchronize(x.device)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+        for name in models:
+            results[name][batch_size] = statistics.median(times[name])
+    return results

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+import hf_reduce  # noqa: F401
+from hf_reduce.commands.reduce_maxvol import ReductionArguments, distillation_loss, main
+from hf_reduce.commands.train_cnn import main as train_cnn
+from hf_reduce.ode import ODEConfig, ODEForImageClassification
+
+
+@pytest.fixture(scope="module")
+def trained_vgg(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vgg")
+    summary = train_cnn(
+        ["--dataset", "digits", "--output_dir", str(out), "--max_steps", "40", "--learning_rate", "3e-3",
+         "--layers", "8", "M", "16", "M", "16", "--classifier_hidden_sizes", "32", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    return summary["model_dir"]
+
+
+def test_reduce_compare_finetune_and_card(trained_vgg, tmp_path):
+    summary = main(
+        ["--model_name_or_path", trained_vgg, "--dataset", "digits", "--output_dir", str(tmp_path),
+         "--keep_blocks", "1", "--energy", "0.95", "--finetune_epochs", "1", "--learning_rate", "1e-3",
+         "--latency_repeats", "3", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    original, reduced, ratio = summary["tables"]["Original vs reduced"]
+    assert ratio["MACs"] == round(original["MACs"] / reduced["MACs"], 2) and ratio["MACs"] > 1
+    assert reduced["accuracy"] == summary["test_accuracy"] and 0 <= summary["test_accuracy"] <= 1
+    assert isinstance(summary["finetuning_kept"], bool)
+    assert summary["validation_after"] > summary["validation_before"] or not summary["finetuning_kept"]
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "### Original vs reduced" in card and "| selected neurons |" in card
+    assert str(summary["neurons"]) in card and "distillation fine-tuning" in card
+
+
+def test_distillation_loss_is_zero_gradient_at_the_teacher():
+    torch.manual_seed(0)
+    config = ODEConfig(channels=[4], ode_stages=[False], image_size=8, num_labels=3)
+    teacher = ODEForImageClassification(config).eval()
+    batch = {"pixel_values": torch.rand(4, 1, 8, 8), "labels": torch.tensor([0, 1, 2, 0])}
+    loss, outputs = distillation_loss(teacher, 2.0)(teacher, batch)
+    # KL(teacher || teacher) = 0, so the loss is half the cross-entropy.
+    torch.testing.assert_close(loss, 0.5 * outputs.loss)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="unknown selection 'qr'"):
+        ReductionArguments(selection="qr")
+    with pytest.raises(ValueError, match="energy must lie in"):
+        ReductionArguments(energy=1.5)
+    config = ODEConfig(channels=[4], ode_stages=[False], image_size=8, num_labels=10)
+    ODEForImageClassification(config).save_pretrained(tmp_path / "ode")
+    with pytest.raises(ValueError, match="has no `features` sequence of conv blocks"):
+        main(
+            [
+                "--model_name_or_path",
+                str(tmp_path / "ode"),
+                "--dataset",
+                "digits",
+                "--output_dir",
+                str(tmp_path),
+            ]
+        )
