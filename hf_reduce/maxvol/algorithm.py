@@ -76,21 +76,23 @@ def rect_maxvol(
     chosen[rows] = True
     row_norms = (work * work).sum(1)
     index = rows.tolist()
-    columns = [work]
+    full = torch.empty(n, max_rows, dtype=work.dtype, device=A.device)  # C grows in place, one column per row
+    full[:, :r] = work
     while len(index) < max_rows:
         masked = row_norms.masked_fill(chosen, -1.0)
         i = int(masked.argmax())
         if masked[i] <= tol * tol and len(index) >= min_rows:
             break
         # Add row i: C <- [C - (C cᵢᵀ) cᵢ / (1 + ‖cᵢ‖²), C cᵢᵀ / (1 + ‖cᵢ‖²)].
-        full = torch.cat(columns, 1)
-        ci = full[i]
-        Cci = full @ ci
+        k = len(index)
+        C = full[:, :k]
+        ci = C[i].clone()
+        Cci = C @ ci
         denom = 1.0 + ci @ ci
-        full = full - torch.outer(Cci, ci) / denom
-        columns = [full, (Cci / denom)[:, None]]
+        C.sub_(torch.outer(Cci, ci / denom))
+        full[:, k] = Cci / denom
         row_norms = row_norms - Cci * Cci / denom
         chosen[i] = True
         index.append(i)
-    C = torch.cat(columns, 1)
+    C = full[:, : len(index)]
     return torch.tensor(index, device=A.device), C.to(A.dtype)
