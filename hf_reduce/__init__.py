@@ -5,6 +5,7 @@ tuner with PEFT and the parameterised Runge-Kutta solvers with torchdiffeq.
 """
 
 from . import ode  # noqa: F401  (registers the solvers with torchdiffeq)
+from .asnet import ASNetConfig, ASNetForImageClassification, build_asnet
 from .cnn import VGGConfig, VGGForImageClassification
 from .hub import CardInfo, push_to_hub, render_model_card, save_for_hub
 from .lotr import LoTRConfig, LoTRModel
@@ -14,6 +15,8 @@ from .training import TrainingArguments, evaluate_model, train
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASNetConfig",
+    "ASNetForImageClassification",
     "CardInfo",
     "LoTRConfig",
     "LoTRModel",
@@ -22,6 +25,7 @@ __all__ = [
     "TrainingArguments",
     "VGGConfig",
     "VGGForImageClassification",
+    "build_asnet",
     "evaluate_model",
     "push_to_hub",
     "reduce_model",

@@ -1,0 +1,51 @@
+"""Active subspaces of neural networks (Cui et al., 2020): active-neuron analysis, ASNet compression with a
+polynomial chaos head, and the universal active-subspace attack."""
+
+from transformers import AutoConfig, AutoModelForImageClassification
+
+from .builder import build_asnet
+from .configuration_asnet import ASNetConfig
+from .modeling_asnet import ASNetForImageClassification, ASNetPreTrainedModel
+from .pce import fit_least_squares, hermite_features, hermite_table, total_degree_terms
+from .subspace import (
+    ActiveSubspace,
+    FrequentDirections,
+    active_subspaces,
+    count_active,
+    layer_report,
+    plot_spectra,
+)
+from .universal import (
+    active_subspace_attack,
+    deepfool_uap,
+    project_l2,
+    random_direction,
+    universal_report,
+)
+
+AutoConfig.register(ASNetConfig.model_type, ASNetConfig, exist_ok=True)
+AutoModelForImageClassification.register(ASNetConfig, ASNetForImageClassification, exist_ok=True)
+ASNetConfig.register_for_auto_class()
+ASNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "ASNetConfig",
+    "ASNetForImageClassification",
+    "ASNetPreTrainedModel",
+    "ActiveSubspace",
+    "FrequentDirections",
+    "active_subspace_attack",
+    "active_subspaces",
+    "build_asnet",
+    "count_active",
+    "deepfool_uap",
+    "fit_least_squares",
+    "hermite_features",
+    "hermite_table",
+    "layer_report",
+    "plot_spectra",
+    "project_l2",
+    "random_direction",
+    "total_degree_terms",
+    "universal_report",
+]
