@@ -16,6 +16,14 @@ COMMANDS = {
         "hf_reduce.commands.reduce_maxvol",
         "Reduce a trained CNN with MaxVol reduced-order modelling; compare, save, push.",
     ),
+    "build-asnet": (
+        "hf_reduce.commands.build_asnet",
+        "Count active neurons per layer and build an ASNet (active subspace + PCE head).",
+    ),
+    "attack": (
+        "hf_reduce.commands.attack",
+        "Universal adversarial perturbations: active-subspace attack vs UAP vs random.",
+    ),
     "finetune-lotr": (
         "hf_reduce.commands.finetune_lotr",
         "Fine-tune a text classifier with a LoTR or LoRA adapter.",

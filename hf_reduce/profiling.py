@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -62,3 +63,47 @@ def interleaved_latency(
         for name in models:
             results[name][batch_size] = statistics.median(times[name])
     return results
+
+
+def compare_models(
+    original: torch.nn.Module, reduced: torch.nn.Module, test_data: Any, accelerator: Any, repeats: int
+) -> list[dict[str, Any]]:
+    """Accuracy, parameters, MACs and interleaved latency (batch 1 and 64) of both models, one row each."""
+    c = original.config
+    example = test_data[0]["pixel_values"][None]
+    models = {"original": original, "reduced": reduced}
+    latency = interleaved_latency(
+        models,
+        lambda b: torch.rand(b, c.num_channels, c.image_size, c.image_size, device=accelerator.device),
+        repeats=repeats,
+    )
+    rows = []
+    for name, model in models.items():
+        rows.append(
+            {
+                "model": name,
+                "accuracy": _evaluate(model, test_data, accelerator=accelerator, desc=name)["accuracy"],
+                "parameters": count_parameters(model),
+                "MACs": count_macs(model, example.to(accelerator.device)),
+                "latency b1 ms": 1000 * latency[name][1],
+                "latency b64 ms": 1000 * latency[name][64],
+            }
+        )
+    base, new = rows
+    rows.append(
+        {
+            "model": "original / reduced",
+            "accuracy": base["accuracy"] - new["accuracy"],
+            "parameters": round(base["parameters"] / new["parameters"], 2),
+            "MACs": round(base["MACs"] / new["MACs"], 2),
+            "latency b1 ms": round(base["latency b1 ms"] / new["latency b1 ms"], 2),
+            "latency b64 ms": round(base["latency b64 ms"] / new["latency b64 ms"], 2),
+        }
+    )
+    return rows
+
+
+def _evaluate(*args: Any, **kwargs: Any) -> dict[str, float]:
+    from .training import evaluate_model  # late: training imports accelerate, profiling stays light
+
+    return evaluate_model(*args, **kwargs)

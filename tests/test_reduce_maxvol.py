@@ -2,8 +2,9 @@ import pytest
 import torch
 
 import hf_reduce  # noqa: F401
-from hf_reduce.commands.reduce_maxvol import ReductionArguments, distillation_loss, main
+from hf_reduce.commands.reduce_maxvol import ReductionArguments, main
 from hf_reduce.commands.train_cnn import main as train_cnn
+from hf_reduce.distillation import distillation_loss
 from hf_reduce.ode import ODEConfig, ODEForImageClassification
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from ..hub import CardInfo, push_to_hub, save_for_hub
@@ -132,12 +133,12 @@ def command_main(
     description: str | None,
 ) -> dict[str, Any]:
     """Parse ``argv`` into the argument dataclasses, ``run`` them and print the summary table (on the main
-    process, the one whose summary names the saved folder). Returns ``run``'s summary."""
+    process). Returns ``run``'s summary."""
     parser = HfArgumentParser(
         argument_types, prog=prog, description=description, formatter_class=RawDescriptionHelpFormatter
     )
     summary = run(*parser.parse_args_into_dataclasses(args=argv))
-    if any(key.endswith("_dir") for key in summary):
+    if PartialState().is_main_process:
         for title, rows in summary.get("tables", {}).items():
             print(f"{title}\n{format_table(rows)}\n")
         print(format_table([{k: v for k, v in summary.items() if k not in ("model", "tables")}]))

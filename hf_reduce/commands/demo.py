@@ -157,11 +157,56 @@ def stage_maxvol(output_dir: Path, quick: bool) -> dict[str, Any]:
     }
 
 
+def stage_asnet(output_dir: Path, quick: bool) -> dict[str, Any]:
+    """Active neurons, ASNet and the universal active-subspace attack on the demo's reference CNN."""
+    from transformers import AutoModelForImageClassification
+
+    from ..data import image_tensors, load_image_classification
+    from .attack import AttackArguments
+    from .attack import run as attack
+    from .build_asnet import ASNetArguments, run
+
+    original = output_dir / "cnn" / "model"
+    if not (original / "config.json").is_file():
+        stage_cnn(output_dir, quick)
+    training = TrainingArguments(output_dir=str(output_dir / "asnet"), logging_steps=0, disable_tqdm=True)
+    summary = run(
+        DataArguments(dataset="digits"),
+        ASNetArguments(model_name_or_path=str(original)),
+        training,
+        HubArguments(),
+    )
+    reloaded = AutoModelForImageClassification.from_pretrained(summary["model_dir"])
+    test = image_tensors(load_image_classification("digits")["test"], 1)
+    example = {"pixel_values": test.tensors["pixel_values"][:16]}
+    attacks = AttackArguments(
+        model_name_or_path=str(original),
+        eps=[2.0],
+        seeds=[0],
+        fit_samples=128 if quick else 300,
+        uap_passes=1,
+    )
+    errors = {
+        r["attack"]: r["error"]
+        for r in attack(DataArguments(dataset="digits"), attacks, training)["tables"]["Universal attacks"]
+    }
+    return {
+        "stage": "ASNet + universal attack",
+        "dataset": "digits",
+        "metric": "ASNet accuracy (original); error at l2=2: AS / UAP / random",
+        "value": f"{summary['test_accuracy']:.4f} ({summary['original_accuracy']:.4f}); "
+        f"{errors['active_subspace']:.2f} / {errors['uap']:.2f} / {errors['random']:.2f}",
+        "parameters": f"/ {summary['params ratio']}, MACs / {summary['MACs ratio']}",
+        "reload identical": _same_outputs(summary["model"], reloaded, example),
+    }
+
+
 STAGES: dict[str, Callable[[Path, bool], dict[str, Any]]] = {
     "cnn": stage_cnn,
     "lotr": stage_lotr,
     "ode": stage_ode,
     "maxvol": stage_maxvol,
+    "asnet": stage_asnet,
 }
 
 

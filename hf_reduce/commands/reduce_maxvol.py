@@ -7,21 +7,21 @@ hf-reduce reduce-maxvol --model_name_or_path you/vgg-digits --dataset digits --f
 
 from __future__ import annotations
 
-import copy
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from transformers import AutoModelForImageClassification
 
 from ..data import image_tensors
+from ..distillation import distill_if_better
 from ..hub import CardInfo
 from ..maxvol import SELECTIONS, reduce_model
-from ..profiling import count_macs, count_parameters, interleaved_latency
-from ..training import TrainingArguments, arguments_dict, evaluate_model, make_accelerator, train
+from ..profiling import compare_models
+from ..training import TrainingArguments, arguments_dict, make_accelerator
 from .common import DataArguments, HubArguments, command_main, publish, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -72,97 +72,6 @@ class ReductionArguments:
             raise ValueError(f"energy must lie in (0, 1], got {self.energy}")
 
 
-def distillation_loss(teacher: torch.nn.Module, temperature: float) -> Any:
-    """Hinton et al.'s loss: ``T² KL(teacher_T || student_T)`` averaged with the label cross-entropy."""
-
-    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
-        outputs = model(**batch)
-        with torch.no_grad():
-            target = teacher(pixel_values=batch["pixel_values"]).logits
-        kl = torch.nn.functional.kl_div(
-            torch.log_softmax(outputs.logits / temperature, -1),
-            torch.log_softmax(target / temperature, -1),
-            log_target=True,
-            reduction="batchmean",
-        )
-        return 0.5 * outputs.loss + 0.5 * temperature**2 * kl, outputs
-
-    return loss_fn
-
-
-def _finetune(
-    reduced: torch.nn.Module,
-    original: torch.nn.Module,
-    train_data: Any,
-    args: ReductionArguments,
-    training_args: TrainingArguments,
-    accelerator: Any,
-) -> dict[str, Any]:
-    """Distil on part of the training data; keep the result only if validation accuracy improves."""
-    n_val = max(1, int(len(train_data) * args.validation_fraction))
-    order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(training_args.seed))
-    fit, val = Subset(train_data, order[n_val:].tolist()), Subset(train_data, order[:n_val].tolist())
-    before = evaluate_model(reduced, val, accelerator=accelerator, desc="validation")["accuracy"]
-    saved = copy.deepcopy(reduced.state_dict())
-    fine_args = replace(training_args, num_train_epochs=args.finetune_epochs, eval_strategy="no")
-    original.to(accelerator.device).eval()
-    train(
-        reduced,
-        fine_args,
-        fit,
-        None,
-        loss_fn=distillation_loss(original, args.distillation_temperature),
-        accelerator=accelerator,
-    )
-    reduced = accelerator.unwrap_model(reduced).eval()
-    after = evaluate_model(reduced, val, accelerator=accelerator, desc="validation")["accuracy"]
-    kept = after > before
-    if not kept:
-        reduced.load_state_dict(saved)
-    logger.info(
-        "fine-tuning: validation accuracy %.4f -> %.4f (%s)", before, after, "kept" if kept else "discarded"
-    )
-    return {"validation_before": before, "validation_after": after, "finetuning_kept": kept}
-
-
-def compare(
-    original: torch.nn.Module, reduced: torch.nn.Module, test_data: Any, accelerator: Any, repeats: int
-) -> list[dict[str, Any]]:
-    """Accuracy, parameters, MACs and interleaved latency (batch 1 and 64) of both models, one row each."""
-    c = original.config
-    example = test_data[0]["pixel_values"][None]
-    models = {"original": original, "reduced": reduced}
-    latency = interleaved_latency(
-        models,
-        lambda b: torch.rand(b, c.num_channels, c.image_size, c.image_size, device=accelerator.device),
-        repeats=repeats,
-    )
-    rows = []
-    for name, model in models.items():
-        rows.append(
-            {
-                "model": name,
-                "accuracy": evaluate_model(model, test_data, accelerator=accelerator, desc=name)["accuracy"],
-                "parameters": count_parameters(model),
-                "MACs": count_macs(model, example.to(accelerator.device)),
-                "latency b1 ms": 1000 * latency[name][1],
-                "latency b64 ms": 1000 * latency[name][64],
-            }
-        )
-    base, new = rows
-    rows.append(
-        {
-            "model": "original / reduced",
-            "accuracy": base["accuracy"] - new["accuracy"],
-            "parameters": round(base["parameters"] / new["parameters"], 2),
-            "MACs": round(base["MACs"] / new["MACs"], 2),
-            "latency b1 ms": round(base["latency b1 ms"] / new["latency b1 ms"], 2),
-            "latency b64 ms": round(base["latency b64 ms"] / new["latency b64 ms"], 2),
-        }
-    )
-    return rows
-
-
 def run(
     data_args: DataArguments,
     args: ReductionArguments,
@@ -201,8 +110,17 @@ def run(
     )
     finetuning: dict[str, Any] = {}
     if args.finetune_epochs > 0:
-        finetuning = _finetune(reduced, original, train_data, args, training_args, accelerator)
-    rows = compare(original, reduced, test_data, accelerator, args.latency_repeats)
+        finetuning = distill_if_better(
+            reduced,
+            original,
+            train_data,
+            training_args,
+            accelerator,
+            epochs=args.finetune_epochs,
+            temperature=args.distillation_temperature,
+            validation_fraction=args.validation_fraction,
+        )
+    rows = compare_models(original, reduced, test_data, accelerator, args.latency_repeats)
     reduced.config.reduction.update(
         {
             "original_accuracy": rows[0]["accuracy"],

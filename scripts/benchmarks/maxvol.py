@@ -22,11 +22,11 @@ from transformers import AutoModelForImageClassification
 
 import hf_reduce  # noqa: F401
 from hf_reduce.commands.common import DataArguments, HubArguments, format_table
-from hf_reduce.commands.reduce_maxvol import compare
 from hf_reduce.commands.train_cnn import CNNArguments
 from hf_reduce.commands.train_cnn import run as train_cnn
 from hf_reduce.data import DEBIAN_FASHION_MNIST, image_tensors, load_image_classification
 from hf_reduce.maxvol import maxvol, rect_maxvol, reduce_model
+from hf_reduce.profiling import compare_models as compare
 from hf_reduce.training import TrainingArguments, make_accelerator
 
 

@@ -1,0 +1,176 @@
+"""Count the active neurons of every layer of a trained VGG-style classifier, build its ASNet, compare both,
+save and push.
+
+accelerate launch scripts/build_asnet.py --model_name_or_path outputs/vgg/model \\
+    --dataset /usr/share/datasets/fashion-mnist --cut 2 --finetune_epochs 2
+hf-reduce build-asnet --model_name_or_path you/vgg-digits --dataset digits
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoModelForImageClassification
+
+from ..asnet import active_subspaces, build_asnet, layer_report, plot_spectra
+from ..data import image_tensors
+from ..distillation import distill_if_better
+from ..hub import CardInfo
+from ..profiling import compare_models
+from ..training import TrainingArguments, arguments_dict, evaluate_model, make_accelerator
+from .common import DataArguments, HubArguments, command_main, publish, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ASNetArguments:
+    """The original model, where to cut it, and the PCE head."""
+
+    model_name_or_path: str = field(
+        default="outputs/vgg/model", metadata={"help": "The trained VGG-style model (local dir or Hub id)."}
+    )
+    cut: int | None = field(
+        default=None,
+        metadata={
+            "help": "Conv blocks kept as the pre-model (default: the block with fewest active neurons)."
+        },
+    )
+    rank: int | None = field(
+        default=None, metadata={"help": "Active-subspace dimension (default: active neurons)."}
+    )
+    max_rank: int = field(default=50, metadata={"help": "Upper bound on the default rank."})
+    degree: int = field(default=2, metadata={"help": "Total degree of the Hermite PCE head."})
+    threshold: float = field(
+        default=0.05, metadata={"help": "Share of gradient energy left out of the active subspace."}
+    )
+    sketch: int = field(default=256, metadata={"help": "Rows of the streaming covariance sketch."})
+    max_samples: int = field(
+        default=4096, metadata={"help": "Training images for the subspaces and the fit."}
+    )
+    ridge: float = field(default=1e-6, metadata={"help": "Ridge penalty of the PCE least squares."})
+    finetune_epochs: float = field(
+        default=0.0, metadata={"help": "Distillation epochs (kept only if they help)."}
+    )
+    distillation_temperature: float = field(
+        default=2.0, metadata={"help": "Softmax temperature of distillation."}
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Training data held out for that decision."}
+    )
+    plot: str | None = field(
+        default=None, metadata={"help": "Save the eigenvalue spectra here (needs matplotlib)."}
+    )
+    latency_repeats: int = field(
+        default=30, metadata={"help": "Timed forward passes per model and batch size."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold < 1:
+            raise ValueError(f"threshold must lie in [0, 1), got {self.threshold}")
+        if self.degree < 0:
+            raise ValueError(f"degree must be >= 0, got {self.degree}")
+
+
+def run(
+    data_args: DataArguments, args: ASNetArguments, training_args: TrainingArguments, hub_args: HubArguments
+) -> dict[str, Any]:
+    """Active-neuron report + ASNet + (distillation) + comparison + save (+ push)."""
+    accelerator = make_accelerator(training_args)
+    setup_logging(accelerator.is_main_process)
+    original = AutoModelForImageClassification.from_pretrained(args.model_name_or_path).to(accelerator.device)
+    if not hasattr(original, "features"):
+        raise ValueError(
+            f"{type(original).__name__} has no `features` sequence of conv blocks: ASNet is built from VGG-style "
+            "classifiers (e.g. hf_reduce's VGGForImageClassification)"
+        )
+    original.eval()
+    c = original.config
+    dsd = data_args.load("image", seed=training_args.seed)
+    train_data, test_data = (image_tensors(dsd[s], c.num_channels, c.image_size) for s in ("train", "test"))
+    loader = DataLoader(
+        train_data, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(training_args.seed)
+    )
+    layers = [f"features.{i}" for i in range(len(original.features) - 1)]
+    subspaces = active_subspaces(
+        original, layers, loader, threshold=args.threshold, sketch=args.sketch, max_samples=args.max_samples
+    )
+    report = layer_report(subspaces)
+    if args.plot and accelerator.is_main_process:
+        plot_spectra(subspaces, args.plot)
+    cut = args.cut
+    if cut is None:  # the layer with the fewest active neurons (the earliest on ties)
+        cut = 1 + min(range(len(layers)), key=lambda i: subspaces[layers[i]].n_active)
+    subspace = subspaces.get(f"features.{cut - 1}")
+    rank = args.rank or min(args.max_rank, subspace.n_active if subspace else args.max_rank)
+    asnet = build_asnet(
+        original,
+        loader,
+        cut=cut,
+        rank=rank,
+        degree=args.degree,
+        threshold=args.threshold,
+        sketch=args.sketch,
+        max_samples=args.max_samples,
+        ridge=args.ridge,
+        subspace=subspace,
+        original_model=args.model_name_or_path,
+    )
+    finetuning: dict[str, Any] = {}
+    if args.finetune_epochs > 0:
+        before = evaluate_model(asnet, test_data, accelerator=accelerator, desc="asnet")["accuracy"]
+        finetuning = distill_if_better(
+            asnet,
+            original,
+            train_data,
+            training_args,
+            accelerator,
+            epochs=args.finetune_epochs,
+            temperature=args.distillation_temperature,
+            validation_fraction=args.validation_fraction,
+        )
+        finetuning["test_accuracy_before_finetuning"] = before
+    rows = compare_models(original, asnet, test_data, accelerator, args.latency_repeats)
+    asnet.config.reduction.update(
+        {"original_accuracy": rows[0]["accuracy"], "dataset": data_args.dataset, **finetuning}
+    )
+    tables = {"Active neurons per layer": report, "Original vs ASNet": rows}
+    summary: dict[str, Any] = {
+        "dataset": data_args.dataset,
+        "cut": cut,
+        "rank": rank,
+        "pce_terms": asnet.config.n_terms,
+        "original_accuracy": rows[0]["accuracy"],
+        "test_accuracy": rows[1]["accuracy"],
+        "params ratio": rows[2]["parameters"],
+        "MACs ratio": rows[2]["MACs"],
+        **finetuning,
+    }
+    if accelerator.is_main_process:
+        info = CardInfo(
+            dataset=data_args.dataset,
+            metrics={"accuracy": rows[1]["accuracy"]},
+            base_model=None if Path(args.model_name_or_path).exists() else args.model_name_or_path,
+            training_args=arguments_dict(training_args) if args.finetune_epochs > 0 else {},
+            tables=tables,
+        )
+        published = publish(
+            asnet, Path(training_args.output_dir) / "model", info, hub_args, "your-name/asnet"
+        )
+        summary["model_dir"] = published.pop("dir")
+        summary.update(published)
+    accelerator.wait_for_everyone()
+    summary["model"] = asnet
+    summary["tables"] = tables
+    return summary
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:
+    return command_main(
+        (DataArguments, ASNetArguments, TrainingArguments, HubArguments), run, argv, prog, __doc__
+    )

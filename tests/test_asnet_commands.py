@@ -1,0 +1,53 @@
+import pytest
+
+import hf_reduce  # noqa: F401
+from hf_reduce.commands.attack import AttackArguments
+from hf_reduce.commands.attack import main as attack
+from hf_reduce.commands.build_asnet import ASNetArguments
+from hf_reduce.commands.build_asnet import main as build
+from hf_reduce.commands.train_cnn import main as train_cnn
+
+
+@pytest.fixture(scope="module")
+def trained_vgg(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vgg")
+    summary = train_cnn(
+        ["--dataset", "digits", "--output_dir", str(out), "--max_steps", "40", "--learning_rate", "3e-3",
+         "--layers", "8", "M", "16", "M", "16", "--classifier_hidden_sizes", "32", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    return summary["model_dir"]
+
+
+def test_build_asnet_reports_layers_and_writes_a_card(trained_vgg, tmp_path):
+    summary = build(
+        ["--model_name_or_path", trained_vgg, "--dataset", "digits", "--output_dir", str(tmp_path),
+         "--max_samples", "600", "--latency_repeats", "2", "--finetune_epochs", "1", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    report = summary["tables"]["Active neurons per layer"]
+    assert [row["layer"] for row in report] == ["features.0", "features.1"]
+    active = [row["active neurons"] for row in report]
+    assert summary["cut"] == 1 + active.index(min(active))  # the default cut: fewest active neurons
+    original, asnet, ratio = summary["tables"]["Original vs ASNet"]
+    assert ratio["parameters"] == round(original["parameters"] / asnet["parameters"], 2)
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "### Active neurons per layer" in card and f"{summary['pce_terms']} orthonormal Hermite" in card
+
+
+def test_attack_command_rows(trained_vgg, tmp_path):
+    summary = attack(
+        ["--model_name_or_path", trained_vgg, "--dataset", "digits", "--output_dir", str(tmp_path),
+         "--eps", "1.5", "--seeds", "0", "--fit_samples", "64", "--eval_samples", "100", "--uap_passes", "1",
+         "--disable_tqdm", "true"]
+    )  # fmt: skip
+    rows = summary["tables"]["Universal attacks"]
+    assert [r["attack"] for r in rows] == ["active_subspace", "uap", "random"]
+    assert all(r["max norm"] <= 1.5 + 1e-5 and r["error"] >= 0 for r in rows)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"unknown attack\(s\) \['fgsm'\]"):
+        AttackArguments(attacks=["fgsm"])
+    with pytest.raises(ValueError, match="eps must be positive"):
+        AttackArguments(eps=[0.0])
+    with pytest.raises(ValueError, match="threshold must lie in"):
+        ASNetArguments(threshold=1.0)
