@@ -17,6 +17,7 @@ from hf_reduce.asnet import (
     active_subspaces,
     build_asnet,
     deepfool_uap,
+    fit_l1,
     fit_least_squares,
     hermite_features,
     layer_report,
@@ -204,3 +205,29 @@ def test_bad_inputs():
         random_direction((1, 8, 8), 0.0)
     with pytest.raises(ValueError, match="threshold must lie in"):
         active_subspaces(model, ["features.0"], loader, threshold=1.0)
+
+
+def test_group_lasso_recovers_the_terms_a_target_uses():
+    x = torch.randn(2000, 3, dtype=T64, generator=torch.Generator().manual_seed(5))
+    terms = total_degree_terms(3, 2)
+    phi = hermite_features(x, terms)
+    used = [0, 3, 8]
+    target = phi[:, used] @ torch.tensor([[1.0, -2.0], [0.5, 1.5], [-1.0, 0.7]], dtype=T64)
+    coefficients = fit_l1(phi, target, l1=1e-3)
+    support = (coefficients.abs().amax(1) > 0).nonzero().flatten().tolist()
+    assert support == used
+    torch.testing.assert_close(phi @ coefficients, target, rtol=0, atol=0.02)
+
+
+def test_sparse_asnet_keeps_fewer_terms_and_round_trips(tmp_path):
+    model = _tiny_vgg(layers=(4, "M", 6))
+    x, _, loader = _loader(400, classes=3, shape=(1, 8, 8))
+    asnet = build_asnet(model, loader, cut=1, rank=6, l1=0.05)
+    kept = asnet.config.kept_terms
+    assert kept is not None and kept < asnet.config.full_terms == math.comb(8, 2)
+    assert asnet.terms.shape[0] == asnet.pce.in_features == kept
+    asnet.save_pretrained(tmp_path)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert torch.equal(reloaded.terms, asnet.terms)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=x[:8]).logits, asnet(pixel_values=x[:8]).logits)

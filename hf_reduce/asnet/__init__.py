@@ -6,7 +6,7 @@ from transformers import AutoConfig, AutoModelForImageClassification
 from .builder import build_asnet
 from .configuration_asnet import ASNetConfig
 from .modeling_asnet import ASNetForImageClassification, ASNetPreTrainedModel
-from .pce import fit_least_squares, hermite_features, hermite_table, total_degree_terms
+from .pce import fit_l1, fit_least_squares, hermite_features, hermite_table, total_degree_terms
 from .subspace import (
     ActiveSubspace,
     FrequentDirections,
@@ -39,6 +39,7 @@ __all__ = [
     "build_asnet",
     "count_active",
     "deepfool_uap",
+    "fit_l1",
     "fit_least_squares",
     "hermite_features",
     "hermite_table",

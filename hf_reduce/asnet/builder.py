@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..maxvol.rom import block_parts
 from .configuration_asnet import ASNetConfig
 from .modeling_asnet import ASNetForImageClassification
-from .pce import fit_least_squares, hermite_features
+from .pce import fit_l1, fit_least_squares, hermite_features, total_degree_terms
 from .subspace import ActiveSubspace, active_subspaces
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def build_asnet(
     sketch: int = 256,
     max_samples: int = 4096,
     ridge: float = 1e-6,
+    l1: float = 0.0,
     subspace: ActiveSubspace | None = None,
     original_model: str | None = None,
 ) -> ASNetForImageClassification:
@@ -66,6 +67,7 @@ def build_asnet(
     ``rank`` defaults to the number of active neurons at ``threshold``. ``dataloader`` yields batches with
     ``pixel_values`` and ``labels`` (the labels define the loss whose gradients span the subspace).
     ``subspace`` skips the gradient pass when already computed (e.g. by :func:`active_subspaces`).
+    ``l1 > 0`` fits a sparse head (group lasso over the basis functions) and keeps only the terms it uses.
     """
     blocks = list(model.features)
     if not 1 <= cut < len(blocks):
@@ -85,7 +87,7 @@ def build_asnet(
     z, teacher = _pre_model_outputs(model, cut, dataloader, max_samples, device)
     projected = z @ V
     mean, std = projected.mean(0), projected.std(0).clamp_min(1e-12)
-    config = ASNetConfig(
+    config_fields = dict(
         num_channels=model.config.num_channels,
         image_size=model.config.image_size,
         head_layers=[
@@ -105,9 +107,19 @@ def build_asnet(
         id2label=dict(model.config.id2label),
         label2id=dict(model.config.label2id),
     )
+    terms = total_degree_terms(rank, degree)
+    features = hermite_features((projected - mean) / std, terms, degree)
+    if l1 > 0:
+        coefficients = fit_l1(features, teacher, l1)
+        used = coefficients.abs().amax(1) > 0
+        used[0] = True  # the constant term
+        terms, features, coefficients = terms[used], features[:, used], coefficients[used]
+        config_fields["kept_terms"] = int(used.sum())
+    else:
+        coefficients = fit_least_squares(features, teacher, ridge)
+    config = ASNetConfig(**config_fields)
     asnet = ASNetForImageClassification(config)
-    features = hermite_features((projected - mean) / std, asnet.terms, degree)
-    coefficients = fit_least_squares(features, teacher, ridge)
+    asnet.terms.copy_(terms)
     fit_error = float((features @ coefficients - teacher).norm() / teacher.norm())
     agreement = float((features @ coefficients).argmax(1).eq(teacher.argmax(1)).double().mean())
     asnet.config.reduction = {
@@ -122,6 +134,8 @@ def build_asnet(
         "rank": rank,
         "degree": degree,
         "pce_terms": config.n_terms,
+        "pce_full_terms": config.full_terms,
+        "l1": l1,
         "samples": len(z),
         "fit_relative_error": round(fit_error, 6),
         "fit_agreement_with_original": round(agreement, 6),

@@ -23,6 +23,7 @@ class ASNetConfig(PreTrainedConfig):
         head_layers: the pre-model's blocks, ``{"in_channels", "out_channels", "batch_norm", "pool"}`` each.
         neurons: size of the pre-model's flattened output.
         rank, degree: active-subspace dimension and PCE degree (``C(rank + degree, degree)`` terms).
+        kept_terms: the number of terms an L1-sparsified head kept (``None``: the full basis).
         reduction: what was done (original model, cut, active neurons, fit and fine-tuning figures).
         image_mean, image_std: input normalisation (pixels in [0, 1]), as in the original model.
     """
@@ -37,6 +38,7 @@ class ASNetConfig(PreTrainedConfig):
         neurons: int = 1,
         rank: int = 1,
         degree: int = 2,
+        kept_terms: int | None = None,
         reduction: dict[str, Any] | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
@@ -48,6 +50,7 @@ class ASNetConfig(PreTrainedConfig):
         self.neurons = neurons
         self.rank = rank
         self.degree = degree
+        self.kept_terms = kept_terms
         self.reduction = dict(reduction or {})
         self.image_mean = list(image_mean) if image_mean is not None else [0.5] * num_channels
         self.image_std = list(image_std) if image_std is not None else [0.5] * num_channels
@@ -60,5 +63,9 @@ class ASNetConfig(PreTrainedConfig):
             raise ValueError(f"image_mean / image_std need {num_channels} values")
 
     @property
-    def n_terms(self) -> int:
+    def full_terms(self) -> int:
         return comb(self.rank + self.degree, self.degree)
+
+    @property
+    def n_terms(self) -> int:
+        return self.kept_terms if self.kept_terms is not None else self.full_terms

@@ -37,7 +37,7 @@ class ASNetPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Built by hf_reduce.asnet.build_asnet or loaded; a fresh model only needs its basis table.
-        if isinstance(module, ASNetForImageClassification):
+        if isinstance(module, ASNetForImageClassification) and self.config.kept_terms is None:
             module.terms.copy_(total_degree_terms(self.config.rank, self.config.degree))
 
 
@@ -52,7 +52,11 @@ class ASNetForImageClassification(ASNetPreTrainedModel):
         )
         # ξ = (Vᵀ z - μ) / σ as one affine map: the active directions with the standardisation folded in.
         self.projection = nn.Linear(config.neurons, config.rank)
-        self.register_buffer("terms", total_degree_terms(config.rank, config.degree), persistent=True)
+        # (terms, factors, 2) (variable, power) pairs; a sparsified head keeps a subset, stored with the weights.
+        terms = total_degree_terms(config.rank, config.degree)
+        if config.kept_terms is not None:
+            terms = terms.new_zeros(config.kept_terms, *terms.shape[1:])
+        self.register_buffer("terms", terms, persistent=True)
         self.pce = nn.Linear(config.n_terms, config.num_labels)
         self.post_init()
 

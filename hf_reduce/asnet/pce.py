@@ -65,3 +65,33 @@ def fit_least_squares(features: torch.Tensor, targets: torch.Tensor, ridge: floa
         return torch.linalg.lstsq(A.cpu(), Y.cpu(), driver="gelsd").solution.to(A.device)
     gram = A.T @ A + ridge * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
     return torch.linalg.solve(gram, A.T @ Y)
+
+
+def fit_l1(
+    features: torch.Tensor, targets: torch.Tensor, l1: float, iterations: int = 2000, tol: float = 1e-10
+) -> torch.Tensor:
+    """Sparse coefficients minimising ``‖features c - targets‖² / (2N) + l1 Σ_terms ‖c_term‖₂`` by FISTA.
+
+    The penalty is the group lasso over each term's row (one group per basis function, all outputs), so a
+    term is either used by the head or dropped from it; the constant term (row 0) is not penalised.
+    """
+    if l1 < 0:
+        raise ValueError(f"l1 must be >= 0, got {l1}")
+    A, Y = features.double(), targets.double()
+    n = len(A)
+    lipschitz = float(torch.linalg.matrix_norm(A, ord=2) ** 2 / n)
+    step = 1.0 / lipschitz
+    c = torch.zeros(A.shape[1], Y.shape[1], dtype=A.dtype, device=A.device)
+    z, t = c.clone(), 1.0
+    for _ in range(iterations):
+        gradient = A.T @ (A @ z - Y) / n
+        candidate = z - step * gradient
+        norms = candidate[1:].norm(dim=1, keepdim=True).clamp_min(1e-300)
+        candidate[1:] = candidate[1:] * (1 - step * l1 / norms).clamp_min(0)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        z = candidate + ((t - 1) / t_next) * (candidate - c)
+        change = (candidate - c).norm() / c.norm().clamp_min(1e-300)
+        c, t = candidate, t_next
+        if change < tol:
+            break
+    return c

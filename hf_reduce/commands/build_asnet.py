@@ -54,6 +54,9 @@ class ASNetArguments:
         default=4096, metadata={"help": "Training images for the subspaces and the fit."}
     )
     ridge: float = field(default=1e-6, metadata={"help": "Ridge penalty of the PCE least squares."})
+    l1: float = field(
+        default=0.0, metadata={"help": "> 0: sparse PCE head (group lasso), unused terms dropped."}
+    )
     finetune_epochs: float = field(
         default=0.0, metadata={"help": "Distillation epochs (kept only if they help)."}
     )
@@ -118,6 +121,7 @@ def run(
         sketch=args.sketch,
         max_samples=args.max_samples,
         ridge=args.ridge,
+        l1=args.l1,
         subspace=subspace,
         original_model=args.model_name_or_path,
     )
