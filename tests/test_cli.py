@@ -56,3 +56,15 @@ def test_push_without_repo_id_is_rejected():
         [sys.executable, "-m", "hf_reduce.cli", "train-cnn", "--push_to_hub"], capture_output=True, text=True
     )
     assert proc.returncode != 0 and "--push_to_hub needs --hub_model_id" in proc.stderr
+
+
+def test_every_command_has_help(capsys):
+    import pytest
+
+    from hf_reduce.cli import COMMANDS
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "--help" in capsys.readouterr().out or name == "demo"
