@@ -10,54 +10,63 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoModelForImageClassification
+
 import hf_reduce  # noqa: F401
+from hf_reduce.asnet import active_subspaces, build_asnet, layer_report
 from hf_reduce.commands.attack import AttackArguments
 from hf_reduce.commands.attack import run as attack
-from hf_reduce.commands.build_asnet import ASNetArguments
-from hf_reduce.commands.build_asnet import run as build
-from hf_reduce.commands.common import DataArguments, HubArguments, format_table
-from hf_reduce.data import DEBIAN_FASHION_MNIST
-from hf_reduce.training import TrainingArguments
+from hf_reduce.commands.common import DataArguments, format_table
+from hf_reduce.data import DEBIAN_FASHION_MNIST, image_tensors, load_image_classification
+from hf_reduce.distillation import distill_if_better
+from hf_reduce.profiling import compare_models
+from hf_reduce.training import TrainingArguments, evaluate_model, make_accelerator
 
 
 def part_asnet(args: argparse.Namespace) -> list[dict]:
-    rows, report = [], None
+    original = AutoModelForImageClassification.from_pretrained(args.model_name_or_path).eval()
+    c = original.config
+    dsd = load_image_classification(args.dataset)
+    train_set, test_set = (image_tensors(dsd[s], c.num_channels, c.image_size) for s in ("train", "test"))
+    loader = DataLoader(train_set, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(0))
+    layers = [f"features.{i}" for i in range(len(original.features) - 1)]
+    subspaces = active_subspaces(
+        original, layers, loader, max_samples=args.max_samples
+    )  # once, for every cut
+    print("Active neurons per layer\n" + format_table(layer_report(subspaces)), flush=True)
+    accelerator = make_accelerator(TrainingArguments(output_dir=args.output_dir))
+    rows = []
     for cut, max_rank in [(c, r) for c in args.cuts for r in args.max_ranks]:
-        training = TrainingArguments(
-            output_dir=str(Path(args.output_dir) / f"cut{cut}_rank{max_rank}"),
-            per_device_train_batch_size=128,
-            learning_rate=args.learning_rate,
-            logging_steps=0,
+        subspace = subspaces[f"features.{cut - 1}"]
+        rank = min(max_rank, subspace.n_active)
+        asnet = build_asnet(
+            original, loader, cut=cut, rank=rank, subspace=subspace, max_samples=args.max_samples
         )
-        asnet_args = ASNetArguments(
-            model_name_or_path=args.model_name_or_path,
-            cut=cut,
-            max_rank=max_rank,
-            degree=args.degree,
-            finetune_epochs=args.finetune_epochs,
-            max_samples=args.max_samples,
-            latency_repeats=args.repeats,
-        )
-        summary = build(DataArguments(dataset=args.dataset), asnet_args, training, HubArguments())
-        report = summary["tables"]["Active neurons per layer"]
-        original, reduced, ratio = summary["tables"]["Original vs ASNet"]
+        before = evaluate_model(asnet, test_set, accelerator=accelerator)["accuracy"]
+        finetuning = {}
+        if args.finetune_epochs > 0:
+            training = TrainingArguments(
+                output_dir=str(Path(args.output_dir) / f"cut{cut}_rank{rank}"),
+                per_device_train_batch_size=128,
+                learning_rate=args.learning_rate,
+                logging_steps=0,
+            )
+            finetuning = distill_if_better(
+                asnet, original, train_set, training, accelerator, epochs=args.finetune_epochs
+            )
+        original_row, reduced, ratio = compare_models(original, asnet, test_set, accelerator, args.repeats)
         if not rows:
             rows.append(
-                {
-                    "model": "original",
-                    "accuracy": original["accuracy"],
-                    "parameters": original["parameters"],
-                    "MACs": original["MACs"],
-                }
+                {"model": "original", **{k: original_row[k] for k in ("accuracy", "parameters", "MACs")}}
             )
         rows.append(
             {
-                "model": f"ASNet cut {cut}, rank {summary['rank']}, {summary['pce_terms']} terms",
+                "model": f"ASNet cut {cut}, rank {rank}, {asnet.config.n_terms} terms",
+                "accuracy before fine-tuning": before,
                 "accuracy": reduced["accuracy"],
-                "accuracy before fine-tuning": summary.get(
-                    "test_accuracy_before_finetuning", reduced["accuracy"]
-                ),
-                "fine-tuning kept": summary.get("finetuning_kept", "-"),
+                "fine-tuning kept": finetuning.get("finetuning_kept", "-"),
                 "parameters": reduced["parameters"],
                 "MACs": reduced["MACs"],
                 "params /": ratio["parameters"],
@@ -66,7 +75,6 @@ def part_asnet(args: argparse.Namespace) -> list[dict]:
             }
         )
         print(format_table(rows[-1:]), flush=True)
-    print("\nActive neurons per layer\n" + format_table(report or []))
     return rows
 
 
