@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoModelForImageClassification
 
 from ..asnet import active_subspaces, build_asnet, layer_report, plot_spectra
-from ..data import image_tensors
 from ..distillation import distill_if_better
-from ..hub import CardInfo
 from ..profiling import compare_models
-from ..training import TrainingArguments, arguments_dict, evaluate_model, make_accelerator
-from .common import DataArguments, HubArguments, command_main, publish, setup_logging
+from ..training import TrainingArguments, evaluate_model
+from .common import DataArguments, HubArguments, command_main
+from .reduction import load_original, publish_reduced
 
 logger = logging.getLogger(__name__)
 
@@ -84,18 +81,9 @@ def run(
     data_args: DataArguments, args: ASNetArguments, training_args: TrainingArguments, hub_args: HubArguments
 ) -> dict[str, Any]:
     """Active-neuron report + ASNet + (distillation) + comparison + save (+ push)."""
-    accelerator = make_accelerator(training_args)
-    setup_logging(accelerator.is_main_process)
-    original = AutoModelForImageClassification.from_pretrained(args.model_name_or_path).to(accelerator.device)
-    if not hasattr(original, "features"):
-        raise ValueError(
-            f"{type(original).__name__} has no `features` sequence of conv blocks: ASNet is built from VGG-style "
-            "classifiers (e.g. hf_reduce's VGGForImageClassification)"
-        )
-    original.eval()
-    c = original.config
-    dsd = data_args.load("image", seed=training_args.seed)
-    train_data, test_data = (image_tensors(dsd[s], c.num_channels, c.image_size) for s in ("train", "test"))
+    accelerator, original, train_data, test_data = load_original(
+        args.model_name_or_path, data_args, training_args, "ASNet"
+    )
     loader = DataLoader(
         train_data, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(training_args.seed)
     )
@@ -155,23 +143,19 @@ def run(
         "MACs ratio": rows[2]["MACs"],
         **finetuning,
     }
-    if accelerator.is_main_process:
-        info = CardInfo(
-            dataset=data_args.dataset,
-            metrics={"accuracy": rows[1]["accuracy"]},
-            base_model=None if Path(args.model_name_or_path).exists() else args.model_name_or_path,
-            training_args=arguments_dict(training_args) if args.finetune_epochs > 0 else {},
-            tables=tables,
-        )
-        published = publish(
-            asnet, Path(training_args.output_dir) / "model", info, hub_args, "your-name/asnet"
-        )
-        summary["model_dir"] = published.pop("dir")
-        summary.update(published)
-    accelerator.wait_for_everyone()
-    summary["model"] = asnet
-    summary["tables"] = tables
-    return summary
+    return publish_reduced(
+        asnet,
+        summary,
+        tables,
+        accuracy=rows[1]["accuracy"],
+        original_model=args.model_name_or_path,
+        finetuned=args.finetune_epochs > 0,
+        data_args=data_args,
+        training_args=training_args,
+        hub_args=hub_args,
+        accelerator=accelerator,
+        default_repo="your-name/asnet",
+    )
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:

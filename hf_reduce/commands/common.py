@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
@@ -103,6 +104,42 @@ def channel_stats(data: Any, channels: int) -> tuple[list[float], list[float]]:
     mean = pixels.mean(dim=(0, 2, 3))
     std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
+
+
+def prepare_image_training(
+    data_args: DataArguments,
+    seed: int,
+    model_class: Any,
+    model_name_or_path: str | None,
+    image_size: int | None,
+    preload: bool,
+    build_config: Callable[[int, int, list[str], list[float], list[float]], Any],
+) -> tuple[Any, Any, Any, Callable | None]:
+    """``(model, train data, test data, collator)`` for an image-classifier training command.
+
+    The model comes from ``model_name_or_path`` (its geometry decides the image size), or is built from
+    ``build_config(channels, size, label names, channel means, channel stds)`` with the data's geometry.
+    ``preload`` decodes the images into tensors once; otherwise a collator decodes each batch.
+    """
+    from ..data import ImageCollator, image_tensors, label_names
+
+    dsd = data_args.load("image", seed=seed)
+    if model_name_or_path:
+        model = model_class.from_pretrained(model_name_or_path)
+        channels, size = model.config.num_channels, model.config.image_size
+    else:
+        channels, size = image_geometry(dsd["train"], image_size)
+    if preload:
+        train_data, test_data = (image_tensors(dsd[s], channels, size) for s in ("train", "test"))
+        collate = None
+    else:
+        train_data, test_data, collate = dsd["train"], dsd["test"], ImageCollator(channels, size)
+    if not model_name_or_path:
+        mean, std = channel_stats(train_data, channels)
+        config = build_config(channels, size, label_names(dsd), mean, std)
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return model, train_data, test_data, collate
 
 
 def setup_logging(main_process: bool = True) -> None:

@@ -29,11 +29,26 @@ def _same_outputs(model: torch.nn.Module, reloaded: torch.nn.Module, inputs: dic
         return torch.equal(model(**inputs).logits, reloaded(**inputs).logits)
 
 
+def _digits_example() -> dict[str, torch.Tensor]:
+    """16 test digits: the input on which a stage compares its model with the reloaded copy."""
+    from ..data import image_tensors, load_image_classification
+
+    test = image_tensors(load_image_classification("digits")["test"], 1)
+    return {"pixel_values": test.tensors["pixel_values"][:16]}
+
+
+def _trained_cnn(output_dir: Path, quick: bool) -> Path:
+    """The cnn stage's saved model, trained now if that stage did not run."""
+    original = output_dir / "cnn" / "model"
+    if not (original / "config.json").is_file():
+        stage_cnn(output_dir, quick)
+    return original
+
+
 def stage_cnn(output_dir: Path, quick: bool) -> dict[str, Any]:
     """Reference VGG on scikit-learn's bundled 8x8 digits."""
     from transformers import AutoModelForImageClassification
 
-    from ..data import image_tensors, load_image_classification
     from .train_cnn import CNNArguments, run
 
     training = TrainingArguments(
@@ -47,8 +62,7 @@ def stage_cnn(output_dir: Path, quick: bool) -> dict[str, Any]:
     cnn = CNNArguments(layers=["32", "M", "64", "M", "128"], classifier_hidden_sizes=[128])
     summary = run(DataArguments(dataset="digits"), cnn, training, HubArguments())
     reloaded = AutoModelForImageClassification.from_pretrained(summary["model_dir"])
-    test = image_tensors(load_image_classification("digits")["test"], 1)
-    example = {"pixel_values": test.tensors["pixel_values"][:16]}
+    example = _digits_example()
     return {
         "stage": "reference CNN (VGG)",
         "dataset": "digits",
@@ -102,7 +116,6 @@ def stage_ode(output_dir: Path, quick: bool) -> dict[str, Any]:
     """A neural ODE on digits trained with solver smoothing; solver-overfitting and PGD evaluation."""
     from transformers import AutoModelForImageClassification
 
-    from ..data import image_tensors, load_image_classification
     from .train_ode import MetaSolverArguments, ODEModelArguments, run
 
     training = TrainingArguments(
@@ -118,8 +131,7 @@ def stage_ode(output_dir: Path, quick: bool) -> dict[str, Any]:
     )
     summary = run(DataArguments(dataset="digits"), ODEModelArguments(), meta, training, HubArguments())
     reloaded = AutoModelForImageClassification.from_pretrained(summary["model_dir"])
-    test = image_tensors(load_image_classification("digits")["test"], 1)
-    example = {"pixel_values": test.tensors["pixel_values"][:16]}
+    example = _digits_example()
     return {
         "stage": "neural ODE (solver smoothing)",
         "dataset": "digits",
@@ -134,18 +146,14 @@ def stage_maxvol(output_dir: Path, quick: bool) -> dict[str, Any]:
     """MaxVol reduced-order model of the demo's reference CNN (trained first if the cnn stage did not run)."""
     from transformers import AutoModelForImageClassification
 
-    from ..data import image_tensors, load_image_classification
     from .reduce_maxvol import ReductionArguments, run
 
-    original = output_dir / "cnn" / "model"
-    if not (original / "config.json").is_file():
-        stage_cnn(output_dir, quick)
+    original = _trained_cnn(output_dir, quick)
     training = TrainingArguments(output_dir=str(output_dir / "maxvol"), logging_steps=0, disable_tqdm=True)
     reduction = ReductionArguments(model_name_or_path=str(original), keep_blocks=1, energy=0.99)
     summary = run(DataArguments(dataset="digits"), reduction, training, HubArguments())
     reloaded = AutoModelForImageClassification.from_pretrained(summary["model_dir"])
-    test = image_tensors(load_image_classification("digits")["test"], 1)
-    example = {"pixel_values": test.tensors["pixel_values"][:16]}
+    example = _digits_example()
     rows = summary["tables"]["Original vs reduced"]
     return {
         "stage": "MaxVol reduced CNN",
@@ -161,14 +169,11 @@ def stage_asnet(output_dir: Path, quick: bool) -> dict[str, Any]:
     """Active neurons, ASNet and the universal active-subspace attack on the demo's reference CNN."""
     from transformers import AutoModelForImageClassification
 
-    from ..data import image_tensors, load_image_classification
     from .attack import AttackArguments
     from .attack import run as attack
     from .build_asnet import ASNetArguments, run
 
-    original = output_dir / "cnn" / "model"
-    if not (original / "config.json").is_file():
-        stage_cnn(output_dir, quick)
+    original = _trained_cnn(output_dir, quick)
     training = TrainingArguments(output_dir=str(output_dir / "asnet"), logging_steps=0, disable_tqdm=True)
     summary = run(
         DataArguments(dataset="digits"),
@@ -177,8 +182,7 @@ def stage_asnet(output_dir: Path, quick: bool) -> dict[str, Any]:
         HubArguments(),
     )
     reloaded = AutoModelForImageClassification.from_pretrained(summary["model_dir"])
-    test = image_tensors(load_image_classification("digits")["test"], 1)
-    example = {"pixel_values": test.tensors["pixel_values"][:16]}
+    example = _digits_example()
     attacks = AttackArguments(
         model_name_or_path=str(original),
         eps=[2.0],

@@ -11,19 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..cnn import VGGConfig, VGGForImageClassification
-from ..data import ImageCollator, image_tensors, label_names
 from ..hub import CardInfo
 from ..training import TrainingArguments, arguments_dict, make_accelerator, train
 from .common import (
     DataArguments,
     HubArguments,
-    channel_stats,
     command_main,
     count_parameters,
-    image_geometry,
+    prepare_image_training,
     publish,
     setup_logging,
 )
@@ -60,21 +56,11 @@ def run(
     ``summary["model"]`` is the trained model."""
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
-    dsd = data_args.load("image", seed=training_args.seed)
-    names = label_names(dsd)
-    if cnn_args.model_name_or_path:
-        model = VGGForImageClassification.from_pretrained(cnn_args.model_name_or_path)
-        channels, size = model.config.num_channels, model.config.image_size
-    else:
-        channels, size = image_geometry(dsd["train"], cnn_args.image_size)
-    if cnn_args.preload:
-        train_data, test_data = (image_tensors(dsd[s], channels, size) for s in ("train", "test"))
-        collate = None
-    else:
-        train_data, test_data, collate = dsd["train"], dsd["test"], ImageCollator(channels, size)
-    if not cnn_args.model_name_or_path:
-        mean, std = channel_stats(train_data, channels)
-        config = VGGConfig(
+
+    def build_config(
+        channels: int, size: int, names: list[str], mean: list[float], std: list[float]
+    ) -> VGGConfig:
+        return VGGConfig(
             layers=[item if item == "M" else int(item) for item in cnn_args.layers],
             batch_norm=cnn_args.batch_norm,
             num_channels=channels,
@@ -86,8 +72,16 @@ def run(
             id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)},
         )
-        torch.manual_seed(training_args.seed)
-        model = VGGForImageClassification(config)
+
+    model, train_data, test_data, collate = prepare_image_training(
+        data_args,
+        training_args.seed,
+        VGGForImageClassification,
+        cnn_args.model_name_or_path,
+        cnn_args.image_size,
+        cnn_args.preload,
+        build_config,
+    )
 
     result = train(
         model, training_args, train_data, test_data, data_collator=collate, accelerator=accelerator

@@ -21,7 +21,6 @@ import torch
 from torch.utils.data import Subset
 
 from ..attacks import Attack, adversarial_loss
-from ..data import ImageCollator, image_tensors, label_names
 from ..hub import CardInfo
 from ..ode import (
     FixedSolver,
@@ -47,10 +46,9 @@ from ..training import (
 from .common import (
     DataArguments,
     HubArguments,
-    channel_stats,
     command_main,
     count_parameters,
-    image_geometry,
+    prepare_image_training,
     publish,
     setup_logging,
 )
@@ -264,23 +262,15 @@ def run(
     ``summary["model"]`` is the trained model, ``summary["tables"]`` the overfitting and robustness tables."""
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
-    dsd = data_args.load("image", seed=training_args.seed)
-    names = label_names(dsd)
-    if model_args.model_name_or_path:
-        model = ODEForImageClassification.from_pretrained(model_args.model_name_or_path)
-        channels, size = model.config.num_channels, model.config.image_size
-    else:
-        channels, size = image_geometry(dsd["train"], model_args.image_size)
-    if model_args.preload:
-        train_data, test_data = (image_tensors(dsd[s], channels, size) for s in ("train", "test"))
-        collate = None
-    else:
-        train_data, test_data, collate = dsd["train"], dsd["test"], ImageCollator(channels, size)
-    if not model_args.model_name_or_path:
-        mean, std = channel_stats(train_data, channels)
-        config = model_args.config(channels, size, names, mean, std)
-        torch.manual_seed(training_args.seed)
-        model = ODEForImageClassification(config)
+    model, train_data, test_data, collate = prepare_image_training(
+        data_args,
+        training_args.seed,
+        ODEForImageClassification,
+        model_args.model_name_or_path,
+        model_args.image_size,
+        model_args.preload,
+        model_args.config,
+    )
     base = model.config_solver()
     if base.method in FAMILIES:  # the family's default u / v made explicit, for the tables
         base = replace(base, **check_parameters(base.method, base.u, base.v))
