@@ -54,7 +54,11 @@ def training_arguments(args: argparse.Namespace, name: str) -> TrainingArguments
 
 def part_norms(args: argparse.Namespace) -> list[dict]:
     dsd = load_image_classification(
-        args.dataset, seed=args.seed, max_train_samples=args.max_train_samples, test_size=0.2
+        args.dataset,
+        seed=args.seed,
+        max_train_samples=args.max_train_samples,
+        max_test_samples=args.max_test_samples,
+        test_size=0.2,
     )
     first = dsd["train"][0]["pixel_values"]
     channels = 1 if first.mode in ("L", "1") else 3
@@ -112,7 +116,11 @@ def part_robustness(args: argparse.Namespace) -> dict[str, dict]:
             step_multipliers=[2, 4],
         )
         model_args = ODEModelArguments(preset=args.preset, method=args.method, n_steps=args.n_steps)
-        data = DataArguments(dataset=args.dataset, max_train_samples=args.max_train_samples)
+        data = DataArguments(
+            dataset=args.dataset,
+            max_train_samples=args.max_train_samples,
+            max_test_samples=args.max_test_samples,
+        )
         summary = train_ode(
             data, model_args, meta, training_arguments(args, f"robust {regime}"), HubArguments()
         )
@@ -137,6 +145,7 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_test_samples", type=int, default=None)
     parser.add_argument("--sigma_u", type=float, default=0.1)
     parser.add_argument("--eval_eps", type=float, default=0.1)
     parser.add_argument("--max_attack_samples", type=int, default=1000)
