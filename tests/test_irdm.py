@@ -176,7 +176,7 @@ def test_backward_tolerance_is_relative_to_the_gradient_scale():
 def test_bad_inputs():
     func = Field()
     y0 = torch.randn(2, 3)
-    with pytest.raises(ValueError, match="n_nodes must be an int >= 2"):
+    with pytest.raises(ValueError, match="n_nodes must be an int >= 3"):
         odeint_irdm(func, y0, torch.tensor([0.0, 1.0]), n_nodes=1)
     with pytest.raises(ValueError, match="strictly increasing or strictly decreasing"):
         odeint_irdm(func, y0, torch.tensor([0.0, 1.0, 0.5]))

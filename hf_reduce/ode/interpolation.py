@@ -70,6 +70,7 @@ class BarycentricInterpolant:
                 f"weights shape {tuple(weights.shape)} does not match nodes {tuple(nodes.shape)}"
             )
         self.weights = weights.to(torch.float64)
+        self._snap = 4 * torch.finfo(torch.float64).eps * float(self.nodes.abs().max())
 
     def __call__(self, t: torch.Tensor | float) -> torch.Tensor:
         """Values at ``t`` (a scalar: ``state_shape``; a vector of k times: ``(k, *state_shape)``)."""
@@ -77,8 +78,10 @@ class BarycentricInterpolant:
         scalar = t_tensor.ndim == 0
         times = t_tensor.reshape(-1).to(self.nodes.device)
         diff = times[:, None] - self.nodes[None, :]  # (k, m)
-        exact = diff == 0
-        # Second barycentric formula; at a node the quotient is replaced by the stored value exactly.
+        # Second barycentric formula; at (or within a few ulps of) a node the quotient is replaced by the
+        # stored value: w / diff overflows for diff ~ 1e-308, e.g. at a time nudged off a node by nextafter.
+        exact = diff.abs() <= self._snap
+        exact = exact & (diff.abs() == diff.abs().min(1, keepdim=True).values)
         safe = torch.where(exact, torch.ones_like(diff), diff)
         ratios = self.weights / safe
         ratios = torch.where(exact.any(1, keepdim=True), exact.to(ratios.dtype), ratios)
@@ -86,3 +89,31 @@ class BarycentricInterpolant:
         flat = self.values.reshape(len(self.nodes), -1)
         out = (coefficients.to(flat.dtype) @ flat).reshape(len(times), *self.values.shape[1:])
         return out[0] if scalar else out
+
+
+class CubicHermiteInterpolant:
+    """The cubic through ``(t0, y0)``, ``(t1, y1)`` with slopes ``f0``, ``f1``: a fixed-grid step's dense output.
+
+    The formula of torchdiffeq's ``interp="cubic"`` (``FixedGridODESolver._cubic_hermite_interp``), in float64
+    time; exact at both ends, ``O(h^4)`` in between.
+    """
+
+    def __init__(
+        self, t0: float, t1: float, y0: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor, f1: torch.Tensor
+    ) -> None:
+        self.t0, self.t1 = float(t0), float(t1)
+        self.y0, self.f0, self.y1, self.f1 = y0, f0, y1, f1
+
+    def __call__(self, t: float) -> torch.Tensor:
+        t = float(t)
+        if t == self.t0:
+            return self.y0
+        if t == self.t1:
+            return self.y1
+        dt = self.t1 - self.t0
+        h = (t - self.t0) / dt
+        h00 = (1 + 2 * h) * (1 - h) * (1 - h)
+        h10 = h * (1 - h) * (1 - h)
+        h01 = h * h * (3 - 2 * h)
+        h11 = h * h * (h - 1)
+        return h00 * self.y0 + (h10 * dt) * self.f0 + h01 * self.y1 + (h11 * dt) * self.f1

@@ -23,23 +23,35 @@ def _is_zero(x: Scalar) -> bool:
     return isinstance(x, (int, float)) and x == 0
 
 
-def _combine(coefficients: tuple[Scalar, ...], ks: list[torch.Tensor]) -> torch.Tensor | None:
-    """``Σ coefficient_j · k_j`` skipping zero coefficients; fused multiply-adds for float coefficients."""
-    terms = [(a, k) for a, k in zip(coefficients, ks, strict=False) if not _is_zero(a)]
+def _terms(coefficients: tuple[Scalar, ...]) -> list[tuple[int, Scalar]]:
+    """The non-zero ``(stage index, coefficient)`` pairs of a tableau row, found once per solver."""
+    return [(j, a) for j, a in enumerate(coefficients) if not _is_zero(a)]
+
+
+def _combine(terms: list[tuple[int, Scalar]], ks: list[torch.Tensor]) -> torch.Tensor | None:
+    """``Σ coefficient_j · k_j``; fused multiply-adds for float coefficients."""
     if not terms:
         return None
-    (a0, k0), rest = terms[0], terms[1:]
-    total = k0 if isinstance(a0, (int, float)) and a0 == 1 else k0 * a0
-    for a, k in rest:
-        total = torch.add(total, k, alpha=a) if isinstance(a, (int, float)) else total + a * k
+    (j0, a0), rest = terms[0], terms[1:]
+    total = ks[j0] if isinstance(a0, (int, float)) and a0 == 1 else ks[j0] * a0
+    for j, a in rest:
+        total = torch.add(total, ks[j], alpha=a) if isinstance(a, (int, float)) else total + a * ks[j]
     return total
+
+
+def _node_position(c: Scalar) -> str:
+    """``start`` (c = 0), ``end`` (c = 1) or ``inside``; a tensor parameter is read once, at solver set-up."""
+    value = float(c.detach()) if isinstance(c, torch.Tensor) else float(c)
+    return "start" if value == 0 else "end" if value == 1 else "inside"
 
 
 class ParametricRungeKutta(FixedGridODESolver):
     """A fixed-grid explicit Runge-Kutta solver whose tableau comes from a parameterised family.
 
     Options (besides torchdiffeq's ``step_size`` / ``grid_constructor`` / ``perturb``): ``u`` and, for
-    two-parameter families, ``v``; floats or 0-dim tensors (differentiable through ``odeint``).
+    two-parameter families, ``v``; floats or 0-dim tensors (differentiable through ``odeint``). With
+    ``perturb=True`` every stage at ``c = 0`` sees the right limit at ``t0`` and every stage at ``c = 1`` the
+    left limit at ``t1``, as torchdiffeq's own Runge-Kutta steps do, whatever the parameters' type.
     """
 
     family: str = ""
@@ -50,21 +62,29 @@ class ParametricRungeKutta(FixedGridODESolver):
         # torchdiffeq warns about options it does not know: take ours out before the base class sees them.
         self.tableau: ButcherTableau = tableau(self.family, u, v)
         self.order = self.tableau.order
+        tab = self.tableau
+        # Per stage after the first: (c, where c lies, the non-zero a_ij), and the non-zero weights.
+        self._stages = [(tab.c[i], _node_position(tab.c[i]), _terms(tab.a[i])) for i in range(1, tab.stages)]
+        self._weights = _terms(tab.b)
         super().__init__(func, y0, **kwargs)
 
     def _step_func(self, func, t0, dt, t1, y0):
-        tab, perturb = self.tableau, self.perturb
-        k0 = func(t0, y0, perturb=Perturb.NEXT if perturb else Perturb.NONE)
-        ks = [k0]
-        for i in range(1, tab.stages):
-            increment = _combine(tab.a[i], ks)
+        perturb = self.perturb
+        ks = [func(t0, y0, perturb=Perturb.NEXT if perturb else Perturb.NONE)]
+        for c, position, terms in self._stages:
+            increment = _combine(terms, ks)
             y_i = y0 if increment is None else y0 + dt * increment
-            if isinstance(tab.c[i], (int, float)) and tab.c[i] == 1:
+            float_c = isinstance(c, (int, float))
+            if position == "end":
                 # Like torchdiffeq: evaluate just before t1 when perturbing, in case of discontinuities.
-                ks.append(func(t1, y_i, perturb=Perturb.PREV if perturb else Perturb.NONE))
+                t_i = t1 if float_c else t0 + c * dt
+                ks.append(func(t_i, y_i, perturb=Perturb.PREV if perturb else Perturb.NONE))
+            elif position == "start":
+                t_i = t0 if float_c else t0 + c * dt
+                ks.append(func(t_i, y_i, perturb=Perturb.NEXT if perturb else Perturb.NONE))
             else:
-                ks.append(func(t0 + tab.c[i] * dt, y_i))
-        return dt * _combine(tab.b, ks), k0
+                ks.append(func(t0 + c * dt, y_i))
+        return dt * _combine(self._weights, ks), ks[0]
 
 
 def _solver_class(name: str) -> type[ParametricRungeKutta]:
