@@ -9,9 +9,10 @@ from torch import nn
 from torch.nn.utils import parametrizations
 from torchdiffeq import odeint, odeint_adjoint
 
+from .fixed_grid import fixed_grid_odeint
 from .irdm import odeint_irdm
 from .nfe import NFECounter
-from .sampling import ADAPTIVE_METHODS, SolverSpec
+from .sampling import ADAPTIVE_METHODS, SolverSpec, uniform_grid_values
 
 
 def make_norm(kind: str, channels: int, groups: int = 32) -> nn.Module:
@@ -108,6 +109,17 @@ class ODEBlock(nn.Module):
         self.ensemble: Any = None
 
     def _solve(self, x: torch.Tensor, spec: SolverSpec) -> torch.Tensor:
+        if not spec.adaptive and (self.gradient_mode == "backprop" or not torch.is_grad_enabled()):
+            # The plain loop: the same steps and outputs as odeint, and traceable (export, compile).
+            grid = uniform_grid_values(spec.n_steps, x.dtype)
+            return fixed_grid_odeint(
+                self.func, x, (0.0, 1.0), method=spec.method, options=spec.plain_options(), grid=grid
+            )[-1]
+        if spec.adaptive and torch.compiler.is_compiling():
+            raise NotImplementedError(
+                f"adaptive solvers ({spec.method}) run eagerly only: their step count depends on the data. "
+                "Export or compile with a fixed-grid solver, e.g. model.set_solver(SolverSpec('rk4', n_steps=4))"
+            )
         t = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
         kwargs = spec.odeint_kwargs()
         if spec.method in ADAPTIVE_METHODS and self.gradient_mode != "backprop":

@@ -402,19 +402,36 @@ def _unflatten(flat: torch.Tensor, shapes: list[torch.Size]) -> tuple[torch.Tens
     return tuple(out)
 
 
+def _copy_callbacks(source: Any, wrapper: nn.Module) -> None:
+    """Keep the user's torchdiffeq callbacks (forward and ``*_adjoint``) visible through a wrapper."""
+    for name in _CALLBACKS:
+        for suffix in ("", "_adjoint"):
+            callback = getattr(source, name + suffix, None)
+            if callback is not None:
+                setattr(wrapper, name + suffix, callback)
+
+
 class _TupleFunc(nn.Module):
     def __init__(self, func: nn.Module, shapes: list[torch.Size]) -> None:
         super().__init__()
         self.base_func, self.shapes = func, shapes
-        for name in _CALLBACKS:  # keep the user's callbacks visible through the wrapper
-            for suffix in ("", "_adjoint"):
-                callback = getattr(func, name + suffix, None)
-                if callback is not None:
-                    setattr(self, name + suffix, callback)
+        _copy_callbacks(func, self)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = self.base_func(t, _unflatten(y, self.shapes))
         return torch.cat([o.reshape(-1) for o in out])
+
+
+class _RealViewFunc(nn.Module):
+    """A complex ODE ``dz/dt = f(t, z)`` as the real system of ``view_as_real(z)``."""
+
+    def __init__(self, func: nn.Module) -> None:
+        super().__init__()
+        self.base_func = func
+        _copy_callbacks(func, self)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.view_as_real(self.base_func(t, torch.view_as_complex(y.contiguous())))
 
 
 def _check_arguments(func, t, n_nodes, method, adjoint_params, event_fn) -> None:
@@ -483,8 +500,11 @@ def odeint_irdm(
     flat, shapes = _flatten(y0)
     if shapes is not None:
         func = _TupleFunc(func, shapes)
+    complex_state = flat.is_complex()
+    if complex_state:  # integrate the real view: the interpolation and adjoint algebra are real
+        func, flat = _RealViewFunc(func), torch.view_as_real(flat)
     if not flat.is_floating_point():
-        raise ValueError(f"y0 must be floating point, got {flat.dtype}")
+        raise ValueError(f"y0 must be floating point or complex, got {flat.dtype}")
     adjoint_method = method if adjoint_method is None else adjoint_method
     if adjoint_method != method and options is not None and adjoint_options is None:
         raise ValueError(
@@ -509,4 +529,6 @@ def odeint_irdm(
     )
     params = tuple(func.parameters()) if adjoint_params is None else tuple(adjoint_params)
     solution = _IRDMFunction.apply(func, settings, flat, t, *params)
+    if complex_state:
+        solution = torch.view_as_complex(solution)
     return solution if shapes is None else _unflatten(solution, shapes)

@@ -20,7 +20,8 @@ class NFECounter(nn.Module):
 
     ``nfe_forward`` counts calls made outside a backward pass (the solve), ``nfe_backward`` calls made during
     ``loss.backward()`` (the adjoint / IRDM backward solves; backprop through the solver calls ``f`` there
-    zero times). Parameters are the wrapped module's, so optimisers and ``adjoint_params`` see them.
+    zero times). Parameters are the wrapped module's, so optimisers and ``adjoint_params`` see them. Calls
+    inside ``torch.compile`` / ``torch.export`` graphs are not counted.
     """
 
     def __init__(self, func: nn.Module) -> None:
@@ -30,10 +31,13 @@ class NFECounter(nn.Module):
         self.nfe_backward = 0
 
     def forward(self, t: torch.Tensor, y: Any) -> Any:
-        if _in_backward():
-            self.nfe_backward += 1
-        else:
-            self.nfe_forward += 1
+        # A compiled or exported graph runs without Python: there is nothing to count, and the counter would
+        # only break the trace.
+        if not torch.compiler.is_compiling():
+            if _in_backward():
+                self.nfe_backward += 1
+            else:
+                self.nfe_forward += 1
         return self.func(t, y)
 
     def reset(self) -> None:

@@ -50,6 +50,9 @@ class SolverSpec:
             )
         if self.n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {self.n_steps}")
+        if not self.adaptive:  # computed now, eagerly, so that traced forwards (export, compile) only read it
+            for dtype in (torch.float32, torch.float64):
+                uniform_grid_values(self.n_steps, dtype)
 
     @property
     def adaptive(self) -> bool:
@@ -66,12 +69,28 @@ class SolverSpec:
             options["v"] = self.v
         return {"method": self.method, "options": options}
 
+    def plain_options(self) -> dict[str, Any]:
+        """The family parameters only: the options of :func:`~hf_reduce.ode.fixed_grid.fixed_grid_odeint` given
+        the grid of :func:`uniform_grid_values`."""
+        return {k: getattr(self, k) for k in ("u", "v") if getattr(self, k) is not None}
+
     def label(self) -> str:
         params = ", ".join(f"{k}={getattr(self, k):.4g}" for k in ("u", "v") if getattr(self, k) is not None)
         grid = (
             f"tol={self.rtol:g}" if self.adaptive else f"{self.n_steps} step{'s' if self.n_steps > 1 else ''}"
         )
         return f"{self.method}({params}) {grid}" if params else f"{self.method} {grid}"
+
+
+_GRIDS: dict[tuple[int, torch.dtype], list[float]] = {}
+
+
+def uniform_grid_values(n_steps: int, dtype: torch.dtype) -> list[float]:
+    """``n_steps`` equal steps over [0, 1] as Python floats, exactly the values of :func:`_uniform_grid`."""
+    key = (n_steps, dtype)
+    if key not in _GRIDS:
+        _GRIDS[key] = torch.linspace(0.0, 1.0, n_steps + 1, dtype=dtype).tolist()
+    return _GRIDS[key]
 
 
 def _uniform_grid(n_steps: int) -> Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]:
