@@ -22,3 +22,18 @@ def saved_tensor_bytes(counter: dict[str, int]):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield
+
+
+def write_results(name: str, payload) -> str:
+    """Write ``payload`` as ``scripts/benchmarks/results/<name>.json`` (to a temporary file, then renamed)."""
+    import json
+    import os
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent / "results"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return str(path)

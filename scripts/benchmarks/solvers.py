@@ -3,6 +3,8 @@
 Each pair integrates with the same tableau and the same grid (``midpoint`` = ``rk2_u(1/2)``, ``heun2`` =
 ``rk2_u(1)``, ``heun3`` = ``rk3_uv(1/3, 2/3)``, ``rk4`` (the 3/8 rule) = ``rk4_uv(1/3, 2/3)``) on a small conv
 ODE function and on an MLP. Timings are medians over interleaved repeats; the ratio column is ours / built-in.
+"plain / odeint" times hf_reduce's plain fixed-grid loop (``fixed_grid_odeint``, the traceable path of the ODE
+models, bit-identical outputs) against ``odeint`` with our method. Results: ``results/solvers.json``.
 
     python scripts/benchmarks/solvers.py [--repeats 30] [--steps 10]
 """
@@ -14,11 +16,13 @@ import statistics
 import time
 
 import torch
+from _measure import write_results
 from torch import nn
 from torchdiffeq import odeint
 
 import hf_reduce  # noqa: F401  (registers the solvers)
 from hf_reduce.commands.common import format_table
+from hf_reduce.ode.fixed_grid import fixed_grid_odeint
 
 PAIRS = [
     ("midpoint", "rk2_u", {"u": 0.5}),
@@ -71,11 +75,14 @@ def bench(
         with torch.no_grad():
             reference = odeint(field, y0, t, method=builtin, options=runs[builtin][1])
             mine = odeint(field, y0, t, method=ours, options=runs[ours][1])
+            plain = fixed_grid_odeint(field, y0, t, method=ours, options=runs[ours][1])
         max_diff = (reference - mine).abs().max().item()
+        assert torch.equal(plain, mine), "the plain loop must reproduce odeint bit for bit"
+        runs["plain"] = (ours, runs[ours][1])
 
-        def forward(method, options):
+        def forward(method, options, plain=False):
             with torch.no_grad():
-                odeint(field, y0, t, method=method, options=options)
+                (fixed_grid_odeint if plain else odeint)(field, y0, t, method=method, options=options)
 
         def forward_backward(method, options):
             field.zero_grad(set_to_none=True)
@@ -83,14 +90,15 @@ def bench(
 
         times = {(m, kind): [] for m in runs for kind in ("fwd", "fwd+bwd")}
         for _ in range(3):  # warm-up
-            for method, options in runs.values():
-                forward(method, options)
-                forward_backward(method, options)
-        for _ in range(repeats):  # interleaved
             for m, (method, options) in runs.items():
-                times[(m, "fwd")].append(timed(forward, device, method, options))
-                times[(m, "fwd+bwd")].append(timed(forward_backward, device, method, options))
-        med = {k: 1000 * statistics.median(v) for k, v in times.items()}
+                forward(method, options, m == "plain")
+                forward_backward(method, options)
+        for r in range(repeats):  # interleaved, the order alternating (no position bias)
+            for m, (method, options) in list(runs.items())[:: 1 if r % 2 else -1]:
+                times[(m, "fwd")].append(timed(forward, device, method, options, m == "plain"))
+                if m != "plain":
+                    times[(m, "fwd+bwd")].append(timed(forward_backward, device, method, options))
+        med = {k: 1000 * statistics.median(v) for k, v in times.items() if v}
         rows.append(
             {
                 "field": name,
@@ -103,6 +111,7 @@ def bench(
                 "fwd+bwd ms (built-in)": med[(builtin, "fwd+bwd")],
                 "fwd+bwd ms (ours)": med[(ours, "fwd+bwd")],
                 "fwd+bwd ratio": med[(ours, "fwd+bwd")] / med[(builtin, "fwd+bwd")],
+                "plain / odeint": med[("plain", "fwd")] / med[(ours, "fwd")],
             }
         )
         print(format_table(rows[-1:]), flush=True)
@@ -134,9 +143,16 @@ def main() -> None:
     print()
     print(format_table(rows))
     ratios = [r["fwd ratio"] for r in rows] + [r["fwd+bwd ratio"] for r in rows]
-    print(
-        f"\nours / built-in: median {statistics.median(ratios):.3f}, worst {max(ratios):.3f} (device {device})"
-    )
+    plain = [r["plain / odeint"] for r in rows]
+    summary = {
+        "ours / built-in median": statistics.median(ratios),
+        "ours / built-in worst": max(ratios),
+        "plain / odeint median": statistics.median(plain),
+        "plain / odeint worst": max(plain),
+        "device": str(device),
+    }
+    print(f"\n{summary}")
+    print(write_results("solvers", {"args": vars(args), "rows": rows, "summary": summary}))
 
 
 if __name__ == "__main__":
