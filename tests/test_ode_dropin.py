@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ode_problems import T64, ForcedStiffField, gradients, problem, relative_error
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
@@ -14,6 +13,7 @@ import hf_reduce  # noqa: F401
 from hf_reduce.ode import FAMILIES, NFECounter
 from hf_reduce.ode.fixed_grid import FIXED_GRID_METHODS, fixed_grid_odeint
 from hf_reduce.ode.irdm import IRDMInterpolationError, IRDMStats, odeint_irdm
+from hf_reduce.ode.problems import T64, ForcedStiffField, gradients, problem, relative_error
 
 ADAPTIVE = ["dopri5", "bosh3", "fehlberg2", "adaptive_heun"]
 FAMILY_PARAMS = {

@@ -71,9 +71,28 @@ class BarycentricInterpolant:
             )
         self.weights = weights.to(torch.float64)
         self._snap = 4 * torch.finfo(torch.float64).eps * float(self.nodes.abs().max())
+        # A solver evaluates one time at a time: that path works on Python floats, with one kernel (the
+        # weighted sum of the stored states) instead of a dozen tiny ones.
+        self._node_list, self._weight_list = self.nodes.tolist(), self.weights.tolist()
+        self._flat = values.reshape(len(nodes), -1)
+
+    def _at(self, t: float) -> torch.Tensor:
+        ratios = []
+        for j, (x, w) in enumerate(zip(self._node_list, self._weight_list, strict=True)):
+            d = t - x
+            if abs(d) <= self._snap:  # at (or within a few ulps of) a node: w / d would overflow
+                return self.values[j]
+            ratios.append(w / d)
+        total = math.fsum(ratios)
+        coefficients = torch.tensor(
+            [r / total for r in ratios], dtype=self._flat.dtype, device=self._flat.device
+        )
+        return (coefficients @ self._flat).reshape(self.values.shape[1:])
 
     def __call__(self, t: torch.Tensor | float) -> torch.Tensor:
         """Values at ``t`` (a scalar: ``state_shape``; a vector of k times: ``(k, *state_shape)``)."""
+        if isinstance(t, float):
+            return self._at(t)
         t_tensor = torch.as_tensor(t, dtype=torch.float64)
         scalar = t_tensor.ndim == 0
         times = t_tensor.reshape(-1).to(self.nodes.device)

@@ -1,5 +1,10 @@
-"""Test problems with known solutions: the ODEs torchdiffeq's own suites use (constant, linear, sine), its
-demo's cubic spiral, and the repo's stiff forced field. Written here from their equations."""
+"""Reference ODE problems for checking solvers and gradient methods (pure torch).
+
+The ODEs torchdiffeq's own test suites use (``constant``, ``linear``, ``sine``, with known solutions), its
+demo's cubic spiral, and the neural fields hf_reduce's benchmarks use: a smooth MLP, a stiff field pulled onto a
+moving manifold, and an image classifier's conv ODE block. Written here from their equations, so tests and
+``scripts/benchmarks/gradients.py`` measure the same problems.
+"""
 
 from __future__ import annotations
 
@@ -70,16 +75,44 @@ class CubicODE(nn.Module):
 
 
 class ForcedStiffField(nn.Module):
-    """Pulled at rate 50 onto a moving manifold: integrating the state backwards (the adjoint) is unstable."""
+    """Pulled at ``rate`` onto a moving manifold: integrating the state backwards (the adjoint) amplifies every
+    error by ~e^rate per unit time, while the trajectory keeps changing."""
 
-    def __init__(self, dim: int = 3) -> None:
+    def __init__(self, dim: int = 3, rate: float = 50.0, hidden: int = 32, seed: int = 0) -> None:
         super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(dim + 1, 32), nn.Tanh(), nn.Linear(32, dim))
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, dim))
+        self.rate = rate
 
     def forward(self, t, y):
         forcing = torch.sin(2 * math.pi * t).expand(*y.shape[:-1], 1)
-        return 50.0 * (self.net(torch.cat([y, forcing], -1)) - y)
+        return self.rate * (self.net(torch.cat([y, forcing], -1)) - y)
+
+
+class SmoothMLPField(nn.Module):
+    """A smooth autonomous field ``f(t, z) = MLP(z)``."""
+
+    def __init__(self, dim: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(dim, 64), nn.Tanh(), nn.Linear(64, dim))
+
+    def forward(self, t, z):
+        return self.net(z)
+
+
+class ConvField(nn.Module):
+    """The dynamics of an ODE block of an image classifier: conv, GroupNorm, ReLU, conv."""
+
+    def __init__(self, channels: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm = nn.GroupNorm(4, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, t, z):
+        return self.conv2(torch.relu(self.norm(self.conv1(z))))
 
 
 def problem(name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
