@@ -45,12 +45,12 @@ def test_irdm_gradients_within_10x_of_the_adjoint_at_defaults(name):
 
 @pytest.mark.parametrize("method", ADAPTIVE)
 def test_irdm_gradcheck_with_every_adaptive_method(method):
-    # Before: gradcheck crashed (NaN / "underflow in dt") for each of these.
+    # Before: the backward crashed ("underflow in dt") on torchdiffeq's constant problem at the default
+    # tolerances, for each of these methods.
     func, y0, t = problem("constant")
-    t = t[:4]
 
     def solve(y, tt):
-        return odeint_irdm(func, y, tt, method=method, rtol=1e-10, atol=1e-12)
+        return odeint_irdm(func, y, tt, method=method)
 
     y = y0.clone().requires_grad_(True)
     tt = t.clone().requires_grad_(True)

@@ -2,7 +2,8 @@
 criterion, IRDM gradients, NFE counting."""
 
 from .criterion import OverfittingReport, solver_overfitting
-from .irdm import odeint_irdm
+from .fixed_grid import FIXED_GRID_METHODS, fixed_grid_odeint
+from .irdm import IRDMInterpolationError, IRDMStats, odeint_irdm
 from .nfe import NFECounter
 from .sampling import FixedSolver, SmoothingSolver, SolverEnsemble, SolverSampler, SolverSpec, SwitchSolver
 from .solvers import SOLVER_CLASSES, ParametricRungeKutta, available_methods, register_solvers
@@ -23,9 +24,12 @@ ODEForImageClassification.register_for_auto_class("AutoModelForImageClassificati
 
 __all__ = [
     "FAMILIES",
+    "FIXED_GRID_METHODS",
     "SOLVER_CLASSES",
     "ButcherTableau",
     "FixedSolver",
+    "IRDMInterpolationError",
+    "IRDMStats",
     "NFECounter",
     "ODEConfig",
     "ODEForImageClassification",
@@ -39,6 +43,7 @@ __all__ = [
     "ParametricRungeKutta",
     "SolverParameterError",
     "available_methods",
+    "fixed_grid_odeint",
     "odeint_irdm",
     "order_condition_residuals",
     "register_solvers",
