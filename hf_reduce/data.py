@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset
 
+from .image_processing import to_pixel_values
+
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN = "pixel_values"
@@ -158,18 +160,9 @@ class ImageCollator:
         self.image_size = image_size
 
     def to_tensor(self, image: Any) -> torch.Tensor:
-        """One PIL image or array (H, W[, C]) -> float tensor (C, H, W) in [0, 1]."""
-        from PIL import Image as PILImage
-
-        if not isinstance(image, PILImage.Image):
-            image = PILImage.fromarray(np.asarray(image))
-        image = image.convert("L" if self.num_channels == 1 else "RGB")
-        if self.image_size is not None and image.size != (self.image_size, self.image_size):
-            image = image.resize((self.image_size, self.image_size), PILImage.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
-        if array.ndim == 2:
-            array = array[:, :, None]
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+        """One PIL image or array (H, W[, C]) -> float tensor (C, H, W) in [0, 1] (the saved image
+        processor's own conversion, so inference sees what training saw)."""
+        return to_pixel_values(image, self.num_channels, self.image_size)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pixels = torch.stack([self.to_tensor(row[IMAGE_COLUMN]) for row in rows])

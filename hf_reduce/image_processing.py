@@ -97,7 +97,8 @@ class ReduceImageProcessor(BaseImageProcessor):
             pil = _to_pil(image)
             if self.num_channels == 1 and not self._warned and _has_colour(pil):
                 warnings.warn(
-                    "converting a colour image to grey for a 1-channel model (colour is dropped)", stacklevel=2
+                    "converting a colour image to grey for a 1-channel model (colour is dropped)",
+                    stacklevel=2,
                 )
                 self._warned = True
             pixels.append(to_pixel_values(pil, self.num_channels, self.image_size))

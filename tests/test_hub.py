@@ -1,9 +1,16 @@
 import yaml
-from helpers import run_python
+from helpers import BLOCK_HF_REDUCE, run_python
 from huggingface_hub import ModelCard
 
 from hf_reduce.cnn import VGGForImageClassification
 from hf_reduce.hub import CardInfo, available_families, render_model_card, save_for_hub
+
+REMOTE_PIPELINE = """
+from PIL import Image
+from transformers import pipeline
+classify = pipeline("image-classification", model="tester/vgg", trust_remote_code=True)
+print([r["label"] for r in classify(Image.new("L", (8, 8), 100))])
+"""
 
 
 def test_card_renders_metrics_into_model_index(tiny_vgg_config):
@@ -32,8 +39,10 @@ def test_save_for_hub_is_atomic_and_safetensors_only(tmp_path, tiny_vgg_config):
         "README.md",
         "config.json",
         "configuration_vgg.py",
+        "image_processing.py",
         "model.safetensors",
         "modeling_vgg.py",
+        "preprocessor_config.json",
     ]
     assert ModelCard.load(target / "README.md").data.library_name == "hf_reduce"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left behind
@@ -48,6 +57,7 @@ from hub_server import LocalHub
 hub = LocalHub().__enter__()
 os.environ.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test", HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
                   HF_HOME={str(tmp_path / "hf_home")!r})
+REMOTE_PIPELINE = {REMOTE_PIPELINE!r}
 import torch, yaml
 import hf_reduce
 from hf_reduce.cnn import VGGConfig, VGGForImageClassification
@@ -58,10 +68,20 @@ model = VGGForImageClassification(VGGConfig(layers=[4, "M", 8], image_size=8, nu
 url = hf_reduce.push_to_hub(model, "tester/vgg", hf_reduce.CardInfo(dataset="digits", metrics={{"accuracy": 0.97}}))
 assert url.startswith(hub.url), url
 assert sorted(hub.state.repos["tester/vgg"]) == ["README.md", "config.json", "configuration_vgg.py",
-                                                  "model.safetensors", "modeling_vgg.py"]
+                                                  "image_processing.py", "model.safetensors", "modeling_vgg.py",
+                                                  "preprocessor_config.json"]
 pulled = AutoModelForImageClassification.from_pretrained("tester/vgg").eval()
 x = torch.rand(2, 1, 8, 8)
 assert torch.equal(pulled(pixel_values=x).logits, model(pixel_values=x).logits)
+# The Hub visitor's first line, with hf_reduce and (in a child that cannot import it) as remote code.
+import subprocess
+from PIL import Image
+from transformers import pipeline
+expected = [r["label"] for r in pipeline("image-classification", model="tester/vgg")(Image.new("L", (8, 8), 100))]
+remote = {BLOCK_HF_REDUCE!r} + REMOTE_PIPELINE
+child = subprocess.run([sys.executable, "-c", remote], capture_output=True, text=True, env=dict(os.environ))
+assert child.returncode == 0, child.stderr[-2000:]
+assert child.stdout.strip().splitlines()[-1] == str(expected), (child.stdout, expected)
 card = ModelCard.load("tester/vgg")
 assert card.data.eval_results[0].metric_value == 0.97
 print("roundtrip-ok")

@@ -1,11 +1,10 @@
 """Active subspaces of neural networks (Cui et al., 2020): active-neuron analysis, ASNet compression with a
 polynomial chaos head, and the universal active-subspace attack."""
 
-from transformers import AutoConfig, AutoModelForImageClassification
-
+from ..auto_classes import register_image_family
 from .builder import build_asnet
 from .configuration_asnet import ASNetConfig
-from .modeling_asnet import ASNetForImageClassification, ASNetPreTrainedModel
+from .modeling_asnet import ASNetForImageClassification, ASNetModel, ASNetPreTrainedModel
 from .pce import fit_l1, fit_least_squares, hermite_features, hermite_table, total_degree_terms
 from .subspace import (
     ActiveSubspace,
@@ -23,14 +22,12 @@ from .universal import (
     universal_report,
 )
 
-AutoConfig.register(ASNetConfig.model_type, ASNetConfig, exist_ok=True)
-AutoModelForImageClassification.register(ASNetConfig, ASNetForImageClassification, exist_ok=True)
-ASNetConfig.register_for_auto_class()
-ASNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+register_image_family(ASNetConfig, ASNetModel, ASNetForImageClassification)
 
 __all__ = [
     "ASNetConfig",
     "ASNetForImageClassification",
+    "ASNetModel",
     "ASNetPreTrainedModel",
     "ActiveSubspace",
     "FrequentDirections",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 
 from .configuration_asnet import ASNetConfig
 from .pce import hermite_features, total_degree_terms
@@ -33,32 +34,45 @@ class ASNetPreTrainedModel(PreTrainedModel):
     base_model_prefix = "asnet"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # Both classes in every saved config, so AutoModel and AutoModelForImageClassification load remote code.
+    _auto_map = {
+        "AutoModel": "modeling_asnet.ASNetModel",
+        "AutoModelForImageClassification": "modeling_asnet.ASNetForImageClassification",
+    }
+
+    def __init__(self, config: ASNetConfig, *inputs, **kwargs) -> None:
+        super().__init__(config, *inputs, **kwargs)
+        config.auto_map = {**(getattr(config, "auto_map", None) or {}), **self._auto_map}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # Built by hf_reduce.asnet.build_asnet or loaded; a fresh model only needs its basis table.
-        if isinstance(module, ASNetForImageClassification) and self.config.kept_terms is None:
-            module.terms.copy_(total_degree_terms(self.config.rank, self.config.degree))
+        # Built by hf_reduce.asnet.build_asnet or loaded; this gives every fresh parameter and buffer a value
+        # (a new head after from_pretrained(..., num_labels=k), a blank model).
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=0.01)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, ASNetForImageClassification):
+            terms = total_degree_terms(self.config.rank, self.config.degree)
+            # A sparsified head's kept subset comes with its weights; a blank one starts from the first terms.
+            init.copy_(module.terms, terms[: module.terms.shape[0]])
 
-
-class ASNetForImageClassification(ASNetPreTrainedModel):
-    """``logits = PCE(standardised projection of pre_model(x) on the active subspace)``."""
-
-    def __init__(self, config: ASNetConfig) -> None:
-        super().__init__(config)
+    def _build_encoder(self, config: ASNetConfig) -> None:
         self.pre_model = nn.ModuleList(
             PreModelBlock(b["in_channels"], b["out_channels"], b["batch_norm"], b["pool"])
             for b in config.head_layers
         )
         # ξ = (Vᵀ z - μ) / σ as one affine map: the active directions with the standardisation folded in.
         self.projection = nn.Linear(config.neurons, config.rank)
-        # (terms, factors, 2) (variable, power) pairs; a sparsified head keeps a subset, stored with the weights.
-        terms = total_degree_terms(config.rank, config.degree)
-        if config.kept_terms is not None:
-            terms = terms.new_zeros(config.kept_terms, *terms.shape[1:])
-        self.register_buffer("terms", terms, persistent=True)
-        self.pce = nn.Linear(config.n_terms, config.num_labels)
-        self.post_init()
 
     def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
         c, s = self.config.num_channels, self.config.image_size
@@ -70,24 +84,87 @@ class ASNetForImageClassification(ASNetPreTrainedModel):
         std = torch.tensor(self.config.image_std, dtype=pixel_values.dtype, device=pixel_values.device)
         return (pixel_values - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
-    def active_variables(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The standardised coordinates of the pre-model's output in the active subspace."""
+    def _encode(self, pixel_values: torch.Tensor, output_hidden_states: bool):
+        """(pre-model feature map, active variables, hidden states: the input, every pre-model block's
+        output and the active variables)."""
         hidden = self.normalize(pixel_values)
+        hidden_states = [hidden] if output_hidden_states else None
         for block in self.pre_model:
             hidden = block(hidden)
-        return self.projection(hidden.flatten(1))
+            if hidden_states is not None:
+                hidden_states.append(hidden)
+        active = self.projection(hidden.flatten(1))
+        if hidden_states is not None:
+            hidden_states.append(active)
+        return hidden, active, tuple(hidden_states) if hidden_states is not None else None
+
+    def active_variables(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The standardised coordinates of the pre-model's output in the active subspace."""
+        return self._encode(pixel_values, False)[1]
+
+    def _resolve(self, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
+        return (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states,
+            return_dict if return_dict is not None else self.config.return_dict,
+        )
+
+
+class ASNetModel(ASNetPreTrainedModel):
+    """The pre-model and the active-subspace projection without the PCE head: ``pooler_output`` are the
+    active variables (``pipeline("image-feature-extraction")``: a rank-``r`` embedding)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^pce\.", r"^terms$"]
+
+    def __init__(self, config: ASNetConfig) -> None:
+        super().__init__(config)
+        self._build_encoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
+        output_hidden_states, return_dict = self._resolve(output_hidden_states, return_dict)
+        last, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
+        if not return_dict:
+            return (last, pooled) + ((hidden_states,) if hidden_states is not None else ())
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=last, pooler_output=pooled, hidden_states=hidden_states
+        )
+
+
+class ASNetForImageClassification(ASNetPreTrainedModel):
+    """``logits = PCE(standardised projection of pre_model(x) on the active subspace)``.
+
+    ``config.problem_type`` is honoured as in transformers' ``*ForImageClassification`` models."""
+
+    def __init__(self, config: ASNetConfig) -> None:
+        super().__init__(config)
+        self._build_encoder(config)
+        # (terms, factors, 2) (variable, power) pairs; a sparsified head keeps a subset, stored with the weights.
+        terms = total_degree_terms(config.rank, config.degree)
+        if config.kept_terms is not None:
+            terms = terms.new_zeros(config.kept_terms, *terms.shape[1:])
+        self.register_buffer("terms", terms, persistent=True)
+        self.pce = nn.Linear(config.n_terms, config.num_labels)
+        self.post_init()
 
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        features = hermite_features(self.active_variables(pixel_values), self.terms, self.config.degree)
-        logits = self.pce(features)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        output_hidden_states, return_dict = self._resolve(output_hidden_states, return_dict)
+        _, active, hidden_states = self._encode(pixel_values, output_hidden_states)
+        logits = self.pce(hermite_features(active, self.terms, self.config.degree))
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         if not return_dict:
-            return (loss, logits) if loss is not None else (logits,)
-        return ImageClassifierOutput(loss=loss, logits=logits)
+            out = (logits,) + ((hidden_states,) if hidden_states is not None else ())
+            return ((loss,) + out) if loss is not None else out
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 
 from .configuration_vgg import VGGConfig
 
@@ -50,6 +50,15 @@ class VGGPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vgg"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # Both classes in every saved config, so AutoModel and AutoModelForImageClassification load remote code.
+    _auto_map = {
+        "AutoModel": "modeling_vgg.VGGModel",
+        "AutoModelForImageClassification": "modeling_vgg.VGGForImageClassification",
+    }
+
+    def __init__(self, config: VGGConfig, *inputs, **kwargs) -> None:
+        super().__init__(config, *inputs, **kwargs)
+        config.auto_map = {**(getattr(config, "auto_map", None) or {}), **self._auto_map}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -68,26 +77,9 @@ class VGGPreTrainedModel(PreTrainedModel):
                 init.ones_(module.running_var)
                 init.zeros_(module.num_batches_tracked)
 
-
-class VGGForImageClassification(VGGPreTrainedModel):
-    """VGG-style classifier on pixels in [0, 1]; normalisation by ``config.image_mean/std`` happens inside."""
-
-    def __init__(self, config: VGGConfig) -> None:
-        super().__init__(config)
+    def _build_encoder(self, config: VGGConfig) -> None:
         self.features = build_blocks(config)
-        channels = [c for c in config.layers if c != "M"][-1]
         self.pool = nn.AdaptiveAvgPool2d(1) if config.global_pool else nn.Identity()
-        side = 1 if config.global_pool else config.feature_map_size()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = channels * side * side
-        for hidden in config.classifier_hidden_sizes:
-            if config.dropout > 0:
-                layers.append(nn.Dropout(config.dropout))
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, config.num_labels))
-        self.classifier = nn.Sequential(*layers)
-        self.post_init()
 
     def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Check the input against the config and map pixels in [0, 1] to the normalised input."""
@@ -99,6 +91,73 @@ class VGGForImageClassification(VGGPreTrainedModel):
         mean = torch.tensor(self.config.image_mean, dtype=pixel_values.dtype, device=pixel_values.device)
         std = torch.tensor(self.config.image_std, dtype=pixel_values.dtype, device=pixel_values.device)
         return (pixel_values - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+    def _encode(self, pixel_values: torch.Tensor, output_hidden_states: bool):
+        """(last feature map, pooled and flattened features, hidden states: the input and every block's output)."""
+        hidden = self.normalize(pixel_values)
+        hidden_states = [hidden] if output_hidden_states else None
+        for block in self.features:
+            hidden = block(hidden)
+            if hidden_states is not None:
+                hidden_states.append(hidden)
+        return (
+            hidden,
+            self.pool(hidden).flatten(1),
+            tuple(hidden_states) if hidden_states is not None else None,
+        )
+
+
+class VGGModel(VGGPreTrainedModel):
+    """The conv blocks and pooling without the classifier: ``pooler_output`` are the classifier's input features
+    (``pipeline("image-feature-extraction")``, embeddings)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+
+    def __init__(self, config: VGGConfig) -> None:
+        super().__init__(config)
+        self._build_encoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        last, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
+        if not return_dict:
+            return (last, pooled) + ((hidden_states,) if hidden_states is not None else ())
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=last, pooler_output=pooled, hidden_states=hidden_states
+        )
+
+
+class VGGForImageClassification(VGGPreTrainedModel):
+    """VGG-style classifier on pixels in [0, 1]; normalisation by ``config.image_mean/std`` happens inside.
+
+    ``config.problem_type`` is honoured as in transformers' ``*ForImageClassification`` models (single-label
+    cross-entropy, multi-label BCE, regression MSE)."""
+
+    def __init__(self, config: VGGConfig) -> None:
+        super().__init__(config)
+        self._build_encoder(config)
+        channels = [c for c in config.layers if c != "M"][-1]
+        side = 1 if config.global_pool else config.feature_map_size()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = channels * side * side
+        for hidden in config.classifier_hidden_sizes:
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, config.num_labels))
+        self.classifier = nn.Sequential(*layers)
+        self.post_init()
 
     def forward(
         self,
@@ -112,19 +171,10 @@ class VGGForImageClassification(VGGPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        hidden = self.normalize(pixel_values)
-        hidden_states = [hidden] if output_hidden_states else None
-        for block in self.features:
-            hidden = block(hidden)
-            if hidden_states is not None:
-                hidden_states.append(hidden)
-        logits = self.classifier(self.pool(hidden))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        _, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
+        logits = self.classifier(pooled)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         if not return_dict:
-            out = (logits,) + ((tuple(hidden_states),) if hidden_states is not None else ())
+            out = (logits,) + ((hidden_states,) if hidden_states is not None else ())
             return ((loss,) + out) if loss is not None else out
-        return ImageClassifierOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
-        )
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)

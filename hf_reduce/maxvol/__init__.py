@@ -1,22 +1,19 @@
 """MaxVol reduced-order modelling (Gusak et al., 2021): the maximum-volume algorithms, the reduction of a
 CNN's conv tail, and the reduced model as a ``PreTrainedModel``."""
 
-from transformers import AutoConfig, AutoModelForImageClassification
-
+from ..auto_classes import register_image_family
 from .algorithm import maxvol, rect_maxvol
 from .configuration_maxvol import MaxVolConfig
-from .modeling_maxvol import MaxVolForImageClassification, MaxVolPreTrainedModel
+from .modeling_maxvol import MaxVolForImageClassification, MaxVolModel, MaxVolPreTrainedModel
 from .rom import SELECTIONS, Reduction, block_parts, reduce_model, reduce_tail, select_neurons
 
-AutoConfig.register(MaxVolConfig.model_type, MaxVolConfig, exist_ok=True)
-AutoModelForImageClassification.register(MaxVolConfig, MaxVolForImageClassification, exist_ok=True)
-MaxVolConfig.register_for_auto_class()
-MaxVolForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+register_image_family(MaxVolConfig, MaxVolModel, MaxVolForImageClassification)
 
 __all__ = [
     "SELECTIONS",
     "MaxVolConfig",
     "MaxVolForImageClassification",
+    "MaxVolModel",
     "MaxVolPreTrainedModel",
     "Reduction",
     "block_parts",

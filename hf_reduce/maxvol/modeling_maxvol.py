@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 
 from .configuration_maxvol import MaxVolConfig
 
@@ -48,19 +49,37 @@ class MaxVolPreTrainedModel(PreTrainedModel):
     base_model_prefix = "maxvol"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # Both classes in every saved config, so AutoModel and AutoModelForImageClassification load remote code.
+    _auto_map = {
+        "AutoModel": "modeling_maxvol.MaxVolModel",
+        "AutoModelForImageClassification": "modeling_maxvol.MaxVolForImageClassification",
+    }
+
+    def __init__(self, config: MaxVolConfig, *inputs, **kwargs) -> None:
+        super().__init__(config, *inputs, **kwargs)
+        config.auto_map = {**(getattr(config, "auto_map", None) or {}), **self._auto_map}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # A reduced model is made by hf_reduce.maxvol.reduce_model or loaded; only fresh buffers need values.
-        if isinstance(module, MaxVolForImageClassification):
-            module.input_index.copy_(torch.arange(module.input_index.numel()))
+        # A reduced model comes from hf_reduce.maxvol.reduce_model or from its weights; this gives every fresh
+        # parameter and buffer a value (a new head after from_pretrained(..., num_labels=k), a blank model).
+        if isinstance(module, nn.Conv2d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, std=0.01)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, MaxVolPreTrainedModel):
+            init.copy_(module.input_index, torch.arange(module.input_index.numel()))
 
-
-class MaxVolForImageClassification(MaxVolPreTrainedModel):
-    """The kept conv blocks, a gather of the selected neurons, the reduced blocks and the classifier."""
-
-    def __init__(self, config: MaxVolConfig) -> None:
-        super().__init__(config)
+    def _build_encoder(self, config: MaxVolConfig) -> None:
         self.head = nn.ModuleList(
             KeptBlock(b["in_channels"], b["out_channels"], b["batch_norm"], b["pool"])
             for b in config.head_layers
@@ -70,16 +89,6 @@ class MaxVolForImageClassification(MaxVolPreTrainedModel):
             SelectedNeurons(layer["in_features"], layer["out_features"], layer["pool"])
             for layer in config.reduced_layers
         )
-        layers: list[nn.Module] = []
-        width = config.selected_features
-        for hidden in config.classifier_hidden_sizes:
-            if config.dropout > 0:
-                layers.append(nn.Dropout(config.dropout))
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers.append(nn.Linear(width, config.num_labels))
-        self.classifier = nn.Sequential(*layers)
-        self.post_init()
 
     def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
         c, s = self.config.num_channels, self.config.image_size
@@ -91,22 +100,90 @@ class MaxVolForImageClassification(MaxVolPreTrainedModel):
         std = torch.tensor(self.config.image_std, dtype=pixel_values.dtype, device=pixel_values.device)
         return (pixel_values - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
+    def _encode(self, pixel_values: torch.Tensor, output_hidden_states: bool):
+        """(selected features, the same as pooled features, hidden states: the input, every kept block's
+        output, the gathered neurons and every reduced block's output)."""
+        hidden = self.normalize(pixel_values)
+        hidden_states = [hidden] if output_hidden_states else None
+        for block in self.head:
+            hidden = block(hidden)
+            if hidden_states is not None:
+                hidden_states.append(hidden)
+        z = hidden.flatten(1).index_select(1, self.input_index)
+        if hidden_states is not None:
+            hidden_states.append(z)
+        for layer in self.reduced:
+            z = layer(z)
+            if hidden_states is not None:
+                hidden_states.append(z)
+        return z, z, tuple(hidden_states) if hidden_states is not None else None
+
+    def _resolve(self, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
+        return (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states,
+            return_dict if return_dict is not None else self.config.return_dict,
+        )
+
+
+class MaxVolModel(MaxVolPreTrainedModel):
+    """The kept blocks and the reduced blocks without the classifier: ``pooler_output`` are the selected
+    neurons the classifier reads (``pipeline("image-feature-extraction")``)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+
+    def __init__(self, config: MaxVolConfig) -> None:
+        super().__init__(config)
+        self._build_encoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
+        output_hidden_states, return_dict = self._resolve(output_hidden_states, return_dict)
+        last, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
+        if not return_dict:
+            return (last, pooled) + ((hidden_states,) if hidden_states is not None else ())
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=last, pooler_output=pooled, hidden_states=hidden_states
+        )
+
+
+class MaxVolForImageClassification(MaxVolPreTrainedModel):
+    """The kept conv blocks, a gather of the selected neurons, the reduced blocks and the classifier.
+
+    ``config.problem_type`` is honoured as in transformers' ``*ForImageClassification`` models."""
+
+    def __init__(self, config: MaxVolConfig) -> None:
+        super().__init__(config)
+        self._build_encoder(config)
+        layers: list[nn.Module] = []
+        width = config.selected_features
+        for hidden in config.classifier_hidden_sizes:
+            if config.dropout > 0:
+                layers.append(nn.Dropout(config.dropout))
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, config.num_labels))
+        self.classifier = nn.Sequential(*layers)
+        self.post_init()
+
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        hidden = self.normalize(pixel_values)
-        for block in self.head:
-            hidden = block(hidden)
-        z = hidden.flatten(1).index_select(1, self.input_index)
-        for layer in self.reduced:
-            z = layer(z)
-        logits = self.classifier(z)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        output_hidden_states, return_dict = self._resolve(output_hidden_states, return_dict)
+        _, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
+        logits = self.classifier(pooled)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         if not return_dict:
-            return (loss, logits) if loss is not None else (logits,)
-        return ImageClassifierOutput(loss=loss, logits=logits)
+            out = (logits,) + ((hidden_states,) if hidden_states is not None else ())
+            return ((loss,) + out) if loss is not None else out
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)

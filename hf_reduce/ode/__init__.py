@@ -11,16 +11,12 @@ from .tableau import FAMILIES, ButcherTableau, SolverParameterError, order_condi
 
 register_solvers()
 
-from transformers import AutoConfig, AutoModelForImageClassification  # noqa: E402
-
+from ..auto_classes import register_image_family  # noqa: E402
 from .configuration_ode import ODEConfig  # noqa: E402
-from .modeling_ode import ODEForImageClassification, ODEPreTrainedModel  # noqa: E402
+from .modeling_ode import ODEForImageClassification, ODEModel, ODEPreTrainedModel  # noqa: E402
 
-AutoConfig.register(ODEConfig.model_type, ODEConfig, exist_ok=True)
-AutoModelForImageClassification.register(ODEConfig, ODEForImageClassification, exist_ok=True)
 # save_pretrained copies the modelling file and its relative imports: trust_remote_code works without hf_reduce.
-ODEConfig.register_for_auto_class()
-ODEForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+register_image_family(ODEConfig, ODEModel, ODEForImageClassification)
 
 __all__ = [
     "FAMILIES",
@@ -33,6 +29,7 @@ __all__ = [
     "NFECounter",
     "ODEConfig",
     "ODEForImageClassification",
+    "ODEModel",
     "ODEPreTrainedModel",
     "OverfittingReport",
     "SmoothingSolver",

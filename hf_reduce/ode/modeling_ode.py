@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutput
 
 from .blocks import ODEBlock, ODEFunc, ResNetBlock, make_norm
 from .configuration_ode import ODEConfig
@@ -23,10 +23,27 @@ register_solvers()
 
 
 class ODEPreTrainedModel(PreTrainedModel):
+    """Shared by :class:`ODEModel` and :class:`ODEForImageClassification`: the encoder (conv stem, stages of
+    ResNet / ODE blocks, global pooling), the solver controls and NFE counting.
+
+    ``set_solver(SolverSpec(...))`` (or ``set_solver(ensemble=SolverEnsemble(...))``) changes how every ODE
+    block integrates, without reloading; ``nfe`` reports the function evaluations of the last forward and
+    backward passes.
+    """
+
     config_class = ODEConfig
     base_model_prefix = "ode"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    # Both classes in every saved config, so AutoModel and AutoModelForImageClassification load remote code.
+    _auto_map = {
+        "AutoModel": "modeling_ode.ODEModel",
+        "AutoModelForImageClassification": "modeling_ode.ODEForImageClassification",
+    }
+
+    def __init__(self, config: ODEConfig, *inputs, **kwargs) -> None:
+        super().__init__(config, *inputs, **kwargs)
+        config.auto_map = {**(getattr(config, "auto_map", None) or {}), **self._auto_map}
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -48,17 +65,7 @@ class ODEPreTrainedModel(PreTrainedModel):
                 init.ones_(module.running_var)
                 init.zeros_(module.num_batches_tracked)
 
-
-class ODEForImageClassification(ODEPreTrainedModel):
-    """A conv stem, stages of ResNet / ODE blocks, global average pooling and a linear head.
-
-    ``set_solver(SolverSpec(...))`` (or ``set_solver(ensemble=SolverEnsemble(...))``) changes how every ODE
-    block integrates, without reloading; ``nfe`` reports the function evaluations of the last forward and
-    backward passes.
-    """
-
-    def __init__(self, config: ODEConfig) -> None:
-        super().__init__(config)
+    def _build_encoder(self, config: ODEConfig) -> None:
         c0, groups = config.channels[0], config.group_norm_groups
         self.stem = nn.Sequential(
             nn.Conv2d(config.num_channels, c0, 3, padding=1, bias=config.norm_stem == "none"),
@@ -77,10 +84,6 @@ class ODEForImageClassification(ODEPreTrainedModel):
                 stages.append(ResNetBlock(channels, channels, 1, config.norm_resnet, groups))
         self.stages = nn.ModuleList(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(config.channels[-1], config.num_labels)
-        if config.solver_ensemble:
-            self.set_solver(ensemble=self.config_ensemble())
-        self.post_init()
 
     def config_solver(self) -> SolverSpec:
         """The solver the config describes (raises a clear error for unknown methods or bad parameters)."""
@@ -135,20 +138,83 @@ class ODEForImageClassification(ODEPreTrainedModel):
         std = torch.tensor(self.config.image_std, dtype=pixel_values.dtype, device=pixel_values.device)
         return (pixel_values - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
+    def _encode(self, pixel_values: torch.Tensor, output_hidden_states: bool):
+        """(last feature map, pooled features, hidden states: the stem's and every stage's output)."""
+        self.reset_nfe()
+        hidden = self.stem(self.normalize(pixel_values))
+        hidden_states = [hidden] if output_hidden_states else None
+        for stage in self.stages:
+            hidden = stage(hidden)
+            if hidden_states is not None:
+                hidden_states.append(hidden)
+        return (
+            hidden,
+            self.pool(hidden).flatten(1),
+            tuple(hidden_states) if hidden_states is not None else None,
+        )
+
+    def _resolve(self, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
+        return (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states,
+            return_dict if return_dict is not None else self.config.return_dict,
+        )
+
+
+class ODEModel(ODEPreTrainedModel):
+    """The encoder without the classifier: ``pooler_output`` are the classifier's input features
+    (``pipeline("image-feature-extraction")``, embeddings)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
+
+    def __init__(self, config: ODEConfig) -> None:
+        super().__init__(config)
+        self._build_encoder(config)
+        if config.solver_ensemble:
+            self.set_solver(ensemble=self.config_ensemble())
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
+        output_hidden_states, return_dict = self._resolve(output_hidden_states, return_dict)
+        last, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
+        if not return_dict:
+            return (last, pooled) + ((hidden_states,) if hidden_states is not None else ())
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=last, pooler_output=pooled, hidden_states=hidden_states
+        )
+
+
+class ODEForImageClassification(ODEPreTrainedModel):
+    """A conv stem, stages of ResNet / ODE blocks, global average pooling and a linear head.
+
+    ``config.problem_type`` is honoured as in transformers' ``*ForImageClassification`` models."""
+
+    def __init__(self, config: ODEConfig) -> None:
+        super().__init__(config)
+        self._build_encoder(config)
+        self.classifier = nn.Linear(config.channels[-1], config.num_labels)
+        if config.solver_ensemble:
+            self.set_solver(ensemble=self.config_ensemble())
+        self.post_init()
+
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self.reset_nfe()
-        hidden = self.stem(self.normalize(pixel_values))
-        for stage in self.stages:
-            hidden = stage(hidden)
-        logits = self.classifier(self.pool(hidden).flatten(1))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        output_hidden_states, return_dict = self._resolve(output_hidden_states, return_dict)
+        _, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
+        logits = self.classifier(pooled)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         if not return_dict:
-            return (loss, logits) if loss is not None else (logits,)
-        return ImageClassifierOutput(loss=loss, logits=logits)
+            out = (logits,) + ((hidden_states,) if hidden_states is not None else ())
+            return ((loss,) + out) if loss is not None else out
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)

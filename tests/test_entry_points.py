@@ -1,0 +1,187 @@
+"""The image families through transformers' standard entry points: pipeline (in-process and as remote code,
+from a folder and from a push), AutoModel + feature extraction, hidden states, problem_type, re-heading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import BLOCK_HF_REDUCE, run_python
+from PIL import Image
+from torch.utils.data import DataLoader
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+
+import hf_reduce
+from hf_reduce import CardInfo, save_for_hub
+from hf_reduce.data import TensorDictDataset
+
+FAMILIES = ["vgg", "ode", "maxvol", "asnet"]
+LABELS = {0: "left", 1: "middle", 2: "right"}
+
+
+def _data() -> TensorDictDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(120, 1, 8, 8, generator=g)
+    labels = torch.stack([x[:, 0, :, c * 3 : c * 3 + 2].mean((1, 2)) for c in range(3)], 1).argmax(1)
+    return TensorDictDataset(pixel_values=x, labels=labels)
+
+
+def _vgg() -> hf_reduce.VGGForImageClassification:
+    torch.manual_seed(0)
+    config = hf_reduce.VGGConfig(
+        layers=[4, "M", 8], num_channels=1, image_size=8, num_labels=3, id2label=LABELS,
+        label2id={v: k for k, v in LABELS.items()}, classifier_hidden_sizes=[16],
+    )  # fmt: skip
+    return hf_reduce.VGGForImageClassification(config).eval()
+
+
+def build(family: str):
+    """A small model of each family (MaxVol and ASNet reduced from the VGG, as users make them)."""
+    if family == "vgg":
+        return _vgg()
+    if family == "ode":
+        torch.manual_seed(0)
+        config = hf_reduce.ODEConfig.from_preset(
+            "odenet_mnist",
+            num_labels=3,
+            image_size=8,
+            id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()},
+        )
+        return hf_reduce.ODEForImageClassification(config).eval()
+    loader = DataLoader(_data(), batch_size=40)
+    if family == "maxvol":
+        return hf_reduce.reduce_model(_vgg(), loader, keep_blocks=1, energy=0.99, max_samples=120).eval()
+    return hf_reduce.build_asnet(_vgg(), loader, cut=1, degree=2, max_samples=120).eval()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Each family saved as the commands save it (save_for_hub): weights, code, processor, card."""
+    root = tmp_path_factory.mktemp("families")
+    out = {}
+    for family in FAMILIES:
+        model = build(family)
+        out[family] = (model, save_for_hub(model, root / family, CardInfo(dataset="digits")))
+    return out
+
+
+def _images(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = Image.fromarray((rng.random((20, 20)) * 255).astype(np.uint8))
+    path = tmp_path / "digit.png"
+    grey.save(path)
+    return [grey, np.asarray(grey), str(path)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pipeline_in_process_on_pil_numpy_and_paths(family, saved, tmp_path):
+    model, folder = saved[family]
+    assert (folder / "preprocessor_config.json").exists()
+    classify = pipeline("image-classification", model=str(folder))
+    for image in _images(tmp_path):
+        result = classify(image, top_k=3)
+        assert sorted(r["label"] for r in result) == sorted(LABELS.values())
+        # The same scores as the model on the processor's pixels.
+        pixels = AutoImageProcessor.from_pretrained(folder)(image)["pixel_values"]
+        probabilities = model(pixel_values=pixels).logits.softmax(-1)[0]
+        best = int(probabilities.argmax())
+        assert result[0]["label"] == LABELS[best]
+        assert abs(result[0]["score"] - float(probabilities[best])) < 1e-5
+
+
+def test_pipeline_and_feature_extraction_as_remote_code(saved):
+    # A machine without hf_reduce: every family's processor, classifier and base model come from the folder.
+    folders = {family: str(folder) for family, (_, folder) in saved.items()}
+    code = (
+        BLOCK_HF_REDUCE
+        + f"""
+import json, numpy as np
+from PIL import Image
+from transformers import pipeline
+folders = {folders!r}
+image = Image.fromarray((np.random.default_rng(0).random((20, 20)) * 255).astype(np.uint8))
+out = {{}}
+for family, folder in folders.items():
+    labels = [r["label"] for r in pipeline("image-classification", model=folder, trust_remote_code=True)(image)]
+    features = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)(image, pool=True, return_tensors=True)
+    out[family] = [sorted(labels), list(features.shape)]
+print(json.dumps(out))
+"""
+    )
+    result = json.loads(run_python(code).strip().splitlines()[-1])
+    for family in FAMILIES:
+        labels, shape = result[family]
+        assert labels == sorted(LABELS.values()), family
+        assert shape[0] == 1, (family, shape)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_automodel_features_and_hidden_states(family, saved):
+    model, folder = saved[family]
+    base = AutoModel.from_pretrained(folder)
+    assert type(base).__name__.endswith("Model") and not hasattr(base, "classifier")
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        features = base(pixel_values=x, output_hidden_states=True)
+        full = model(pixel_values=x, output_hidden_states=True)
+    assert features.pooler_output.shape[0] == 2
+    hidden = full.hidden_states
+    assert hidden is not None and len(hidden) >= 2 and all(h.shape[0] == 2 for h in hidden)
+    for a, b in zip(features.hidden_states, hidden, strict=True):
+        torch.testing.assert_close(a, b)
+    assert model(pixel_values=x).hidden_states is None  # only when asked
+    extract = pipeline("image-feature-extraction", model=str(folder))
+    embedding = extract(Image.fromarray(np.zeros((8, 8), np.uint8)), pool=True, return_tensors=True)
+    assert embedding.shape[-1] == features.pooler_output.shape[-1]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_problem_type_is_honoured(family):
+    model = build(family)
+    x = torch.rand(4, 1, 8, 8)
+    logits = model(pixel_values=x).logits
+    single = torch.tensor([0, 2, 1, 0])
+    torch.testing.assert_close(
+        model(pixel_values=x, labels=single).loss, torch.nn.functional.cross_entropy(logits, single)
+    )
+    model.config.problem_type = "multi_label_classification"
+    multi = torch.tensor([[1.0, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 1]])
+    torch.testing.assert_close(
+        model(pixel_values=x, labels=multi).loss,
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, multi),
+    )
+    model.config.problem_type = "regression"
+    target = torch.randn(4, 3)
+    torch.testing.assert_close(
+        model(pixel_values=x, labels=target).loss, torch.nn.functional.mse_loss(logits, target)
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reheading_gives_small_finite_weights(family, saved):
+    _, folder = saved[family]
+    model = AutoModelForImageClassification.from_pretrained(
+        folder, num_labels=5, ignore_mismatched_sizes=True
+    )
+    head = [p for n, p in model.named_parameters() if n.startswith(("classifier", "pce"))]
+    assert head and all(torch.isfinite(p).all() for p in head)
+    assert max(p.abs().max().item() for p in head) < 1.0  # before: NaN (MaxVol), 1.2e10 (ASNet)
+    assert model(pixel_values=torch.rand(2, 1, 8, 8)).logits.shape == (2, 5)
+
+
+def test_processor_converts_modes_and_warns_once_when_dropping_colour():
+    grey_model = hf_reduce.ReduceImageProcessor(num_channels=1, image_size=8)
+    colour = Image.fromarray(np.random.default_rng(1).integers(0, 255, (10, 10, 3), dtype=np.uint8))
+    with pytest.warns(UserWarning, match="colour"):
+        out = grey_model([colour, colour])["pixel_values"]
+    assert out.shape == (2, 1, 8, 8) and out.min() >= 0 and out.max() <= 1
+    rgb_model = hf_reduce.ReduceImageProcessor(num_channels=3, image_size=8)
+    assert rgb_model(Image.new("L", (8, 8), 128))["pixel_values"].shape == (1, 3, 8, 8)
+    # Matches the training conversion exactly.
+    from hf_reduce.data import ImageCollator
+
+    expected = ImageCollator(1, 8).to_tensor(colour)
+    torch.testing.assert_close(grey_model(colour)["pixel_values"][0], expected, rtol=0, atol=0)
