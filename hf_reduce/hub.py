@@ -22,8 +22,49 @@ from .utils import atomic_directory
 
 logger = logging.getLogger(__name__)
 
-LIBRARY_NAME = "hf_reduce"
+LIBRARY_NAME = "hf_reduce"  # a tag on every card; the card's library is the one that loads the files
 _SOURCE_TEMPLATES = Path(__file__).resolve().parent.parent / "model_cards"
+#: The Hub datasets behind hf_reduce's source names (None: a local / embedded set with no Hub twin).
+HUB_DATASET_IDS: dict[str, str | None] = {
+    "digits": None,  # scikit-learn's bundled 8x8 digits
+    "bbc-news": "SetFit/bbc-news",
+    "fashion_mnist": "zalando-datasets/fashion_mnist",
+    "mnist": "ylecun/mnist",
+    "cifar10": "uoft-cs/cifar10",
+}
+#: Arguments that only say where a run wrote its files on its machine.
+_LOCAL_ARGUMENTS = ("output_dir", "logging_dir", "resume_from_checkpoint", "cache_dir")
+
+
+def _is_local_path(value: str) -> bool:
+    return value.startswith(("/", "./", "../", "~")) or ("/" in value and Path(value).exists())
+
+
+def public_model_id(name: str | None) -> str | None:
+    """``name`` if it can be a Hub model id (``org/name`` or ``name``), ``None`` for a local path."""
+    if not name or _is_local_path(name) or name.count("/") > 1:
+        return None
+    return name
+
+
+def hub_dataset_id(name: str | None) -> str | None:
+    """The Hub id of a dataset name: hf_reduce's known sources, or the name if it is a Hub id."""
+    if not name:
+        return None
+    if name in HUB_DATASET_IDS:
+        return HUB_DATASET_IDS[name]
+    return public_model_id(name)
+
+
+def _public(value: Any) -> Any:
+    """``value`` without machine-local paths (replaced by ``"<local>"``), recursively."""
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items() if k not in _LOCAL_ARGUMENTS}
+    if isinstance(value, (list, tuple)):
+        return [_public(v) for v in value]
+    if isinstance(value, str) and value and _is_local_path(value):
+        return "<local>"
+    return value
 
 
 @dataclass
@@ -31,10 +72,14 @@ class CardInfo:
     """What a model card says beyond the weights: where they come from and how well they do.
 
     Args:
-        dataset: dataset id or name the metrics were measured on (e.g. ``"fashion_mnist"``, ``"digits"``).
-        metrics: measured metrics, e.g. ``{"accuracy": 0.93}``; they go to the card's ``model-index``.
+        dataset: dataset id or name the metrics were measured on (e.g. ``"fashion_mnist"``, ``"digits"``);
+            the card's ``datasets`` gets its Hub id (:data:`HUB_DATASET_IDS`), local data gets none.
+        license: the card's license (default: hf_reduce's own, Apache-2.0).
+        metrics: measured metrics, e.g. ``{"accuracy": 0.93}``; they go to the card's ``model-index``, with
+            the test-set size (``metrics["num_samples"]``) as the dataset's ``args``.
+        metric_args: per-metric ``args`` that differ (``{"pgd_accuracy": {"num_samples": 32, "eps": 0.1}}``).
         task: the Hub task of the metrics (``image-classification``, ``text-classification``).
-        base_model: the model this one adapts or reduces, if any.
+        base_model: the model this one adapts or reduces, if any (a Hub id; local paths are left out).
         training_args: the arguments of the run, shown in the card.
         results: extra rows for the results table (``[{"setting": ..., "accuracy": ...}, ...]``).
         tables: further titled result tables (``{"Solver overfitting": [row, ...]}``), rendered in order.
@@ -42,7 +87,9 @@ class CardInfo:
     """
 
     dataset: str | None = None
+    license: str = "apache-2.0"
     metrics: dict[str, float] = field(default_factory=dict)
+    metric_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     task: str = "image-classification"
     base_model: str | None = None
     training_args: dict[str, Any] = field(default_factory=dict)
@@ -62,7 +109,7 @@ def template_dir() -> Path:
 
 
 def available_families() -> list[str]:
-    return sorted(p.stem for p in template_dir().glob("*.md"))
+    return sorted(p.stem for p in template_dir().glob("*.md") if not p.stem.startswith("_"))
 
 
 def _is_peft_model(model: Any) -> bool:
@@ -97,9 +144,9 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def _config_json(config: Any) -> str:
     if hasattr(config, "to_json_string"):  # transformers configs
-        return config.to_json_string()
+        return json.dumps(_public(json.loads(config.to_json_string())), indent=2, sort_keys=True)
     if hasattr(config, "to_dict"):  # PEFT configs
-        return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+        return json.dumps(_public(config.to_dict()), indent=2, sort_keys=True, default=str)
     return ""
 
 
@@ -116,23 +163,33 @@ def render_model_card(
     path = template_dir() / f"{template}.md"
     if not path.is_file():
         raise ValueError(f"no model card template for family {family!r}; available: {available_families()}")
+    dataset_id = hub_dataset_id(info.dataset)
+    dataset_label = info.dataset if info.dataset and not _is_local_path(info.dataset) else "local data"
+    test_size = info.metrics.get("num_samples")
+    base_args = {"num_samples": int(test_size)} if isinstance(test_size, (int, float)) else {}
     eval_results = [
         EvalResult(
             task_type=info.task,
-            dataset_type=info.dataset or "unknown",
-            dataset_name=info.dataset or "unknown",
-            dataset_split="test",
+            dataset_type=dataset_id or dataset_label,
+            dataset_name=dataset_label,
+            # A metric on the first n test images only (attacks) is on split "test[:n]": the Hub groups
+            # model-index results by split, not by args.
+            dataset_split=_split(base_args, info.metric_args.get(name, {})),
+            dataset_args={**base_args, **info.metric_args.get(name, {})} or None,
             metric_type=name,
             metric_value=float(value),
         )
         for name, value in info.metrics.items()
         if isinstance(value, (int, float)) and name != "num_samples"
     ]
+    adapter = _is_peft_model(model)
+    base_model = public_model_id(info.base_model)
     card_data = ModelCardData(
-        library_name=LIBRARY_NAME,
+        library_name="peft" if adapter else "transformers",
+        license=info.license,
         tags=[LIBRARY_NAME, family, info.task],
-        datasets=[info.dataset] if info.dataset else None,
-        base_model=info.base_model,
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model,
         pipeline_tag=info.task,
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
@@ -151,14 +208,32 @@ def render_model_card(
         model_name=repo_id.split("/")[-1],
         model_class=type(model).__name__,
         info=info,
+        dataset_label=dataset_label,
+        base_model=base_model,
         metrics_table=_markdown_table(metric_rows),
         results_table=_markdown_table(info.results),
         tables={title: _markdown_table(rows) for title, rows in info.tables.items()},
-        training_args_json=json.dumps(info.training_args, indent=2, default=str),
+        training_args_json=json.dumps(_public(info.training_args), indent=2, default=str),
         config=config,
         config_json=_config_json(config),
         extra=info.extra,
+        num_labels=getattr(getattr(model, "config", None), "num_labels", None),
+        use_it=""
+        if adapter
+        else _render_partial("_use_image_model.md", repo_id=repo_id, family=family, config=config),
     )
+
+
+def _split(base_args: dict[str, Any], args: dict[str, Any]) -> str:
+    n = args.get("num_samples")
+    return f"test[:{n}]" if n is not None and n != base_args.get("num_samples") else "test"
+
+
+def _render_partial(name: str, **values: Any) -> str:
+    """A section shared by several templates (``model_cards/_*.md``), rendered with ``values``."""
+    import jinja2
+
+    return jinja2.Template((template_dir() / name).read_text(encoding="utf-8")).render(**values).strip()
 
 
 def save_for_hub(

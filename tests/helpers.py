@@ -61,3 +61,16 @@ def run_two_ranks(worker: str, out_dir, timeout: int = 300) -> list:
             f"DDP run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return [json.loads((Path(out_dir) / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def assert_no_local_paths(folder, *local: str) -> None:
+    """No file saved for the Hub in ``folder`` mentions ``local`` paths or this installation's site-packages."""
+    import site
+    from pathlib import Path
+
+    needles = [str(p) for p in local] + [p for p in site.getsitepackages() if p] + [str(Path.home())]
+    for path in Path(folder).rglob("*"):
+        if path.suffix in (".json", ".md", ".txt"):
+            text = path.read_text(errors="ignore")
+            found = [n for n in needles if n and n in text]
+            assert not found, f"{path.name} mentions local paths {found}"

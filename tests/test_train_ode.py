@@ -61,6 +61,14 @@ def test_ensemble_regime_saves_the_ensemble_and_a_card_with_the_tables(tmp_path)
     assert "Solver regime while training: **ensemble**" in card
     assert "Accuracy across test-time solvers" in card and "| solver | role | accuracy | change |" in card
     assert "pgd_accuracy" in card  # in the model-index
+    # Each metric says what it was measured on: the test-set size, and for attacks their eps and size.
+    import yaml
+
+    index = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"]
+    args = {m["type"]: r["dataset"].get("args", {}) for r in index for m in r["metrics"]}
+    assert args["accuracy"]["num_samples"] > args["pgd_accuracy"]["num_samples"] > 0
+    assert args["pgd_accuracy"]["eps"] > 0 and args["pgd_accuracy"]["steps"] > 0
+    assert {r["dataset"]["split"] for r in index} == {"test", f"test[:{args['pgd_accuracy']['num_samples']}]"}
 
 
 def test_switch_regime_draws_the_members_and_evaluates_with_the_config_solver(tmp_path):

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from ..asnet import active_subspaces, build_asnet, layer_report, plot_spectra
 from ..distillation import distill_if_better
+from ..hub import public_model_id
 from ..profiling import compare_models
 from ..training import TrainingArguments, evaluate_model
 from .common import DataArguments, HubArguments, command_main
@@ -111,7 +112,7 @@ def run(
         ridge=args.ridge,
         l1=args.l1,
         subspace=subspace,
-        original_model=args.model_name_or_path,
+        original_model=public_model_id(args.model_name_or_path) or "a local model",  # no local paths
     )
     finetuning: dict[str, Any] = {}
     if args.finetune_epochs > 0:

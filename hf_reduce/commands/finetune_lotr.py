@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from ..data import label_names
-from ..hub import CardInfo
+from ..hub import CardInfo, public_model_id
 from ..lotr import LoTRConfig
 from ..training import TrainingArguments, arguments_dict, make_accelerator, train
 from .common import DataArguments, HubArguments, command_main, count_parameters, publish, setup_logging
@@ -106,7 +106,8 @@ def adapter_config(args: AdapterArguments) -> LoTRConfig | LoraConfig:
 def build_model(args: AdapterArguments, labels: list[str]) -> tuple[Any, Any, str]:
     """``(peft_model, tokenizer, base_model_id)`` for ``labels``."""
     path = args.model_name_or_path or bundled_minilm_path()
-    base_id = args.model_name_or_path or BUNDLED_MINILM_ID
+    # The Hub id the adapter belongs to, never a local path (the bundled MiniLM lives in site-packages).
+    base_id = public_model_id(args.model_name_or_path) if args.model_name_or_path else BUNDLED_MINILM_ID
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path,
@@ -117,9 +118,11 @@ def build_model(args: AdapterArguments, labels: list[str]) -> tuple[Any, Any, st
     if tokenizer.pad_token is None:  # decoder-only checkpoints
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
-    config = adapter_config(args)
-    config.base_model_name_or_path = base_id
-    return get_peft_model(model, config), tokenizer, base_id
+    peft_model = get_peft_model(model, adapter_config(args))
+    # get_peft_model records the base's _name_or_path (here a local folder): set the public id after it.
+    for adapter in peft_model.peft_config.values():
+        adapter.base_model_name_or_path = base_id
+    return peft_model, tokenizer, base_id
 
 
 def tokenize(dsd: Any, tokenizer: Any, max_length: int) -> Any:

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..distillation import distill_if_better
+from ..hub import public_model_id
 from ..maxvol import SELECTIONS, reduce_model
 from ..profiling import compare_models
 from ..training import TrainingArguments
@@ -94,7 +95,7 @@ def run(
         rect_tol=args.rect_tol,
         max_neurons_factor=args.max_neurons_factor,
         max_samples=args.max_samples,
-        original_model=args.model_name_or_path,
+        original_model=public_model_id(args.model_name_or_path) or "a local model",  # no local paths
     )
     finetuning: dict[str, Any] = {}
     if args.finetune_epochs > 0:

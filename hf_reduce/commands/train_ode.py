@@ -298,7 +298,7 @@ def run(
     )
     model = accelerator.unwrap_model(model)
     model.set_solver()  # the config's solver (or ensemble) from now on
-    metrics = {k: v for k, v in result.metrics.items() if k != "num_samples"}
+    metrics = dict(result.metrics)  # with num_samples: the test-set size in the card's model-index
 
     # Solver overfitting: the evaluation solver with more steps, other members, a tight dopri5.
     members = meta_args.members(base)
@@ -320,8 +320,17 @@ def run(
         model, attack_data, solvers, meta_args.eval_eps, meta_args.pgd_steps, accelerator
     )
     model.set_solver()
+    attack_args: dict[str, dict[str, Any]] = {}
     for row in robustness[-1:]:
-        metrics.update({f"{k.lower()}_accuracy": v for k, v in row.items() if k in ("FGSM", "PGD")})
+        for attack in ("FGSM", "PGD"):
+            if attack in row:
+                metrics[f"{attack.lower()}_accuracy"] = row[attack]
+                attack_args[f"{attack.lower()}_accuracy"] = {
+                    "num_samples": len(attack_data),
+                    "eps": meta_args.eval_eps,
+                    "norm": "linf",
+                    **({"steps": meta_args.pgd_steps} if attack == "PGD" else {}),
+                }
 
     tables = {
         "Accuracy across test-time solvers (solver-overfitting criterion)": overfitting.rows,
@@ -332,13 +341,14 @@ def run(
         "regime": meta_args.regime,
         "parameters": count_parameters(model),
         "train_seconds": round(result.train_runtime, 1),
-        **{f"test_{k}": v for k, v in metrics.items()},
+        **{f"test_{k}": v for k, v in metrics.items() if k != "num_samples"},
         "overfits": overfitting.overfits,
     }
     if accelerator.is_main_process:
         info = CardInfo(
             dataset=data_args.dataset,
             metrics=metrics,
+            metric_args=attack_args,
             training_args=arguments_dict(training_args),
             tables=tables,
             extra={

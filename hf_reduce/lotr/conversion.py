@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from peft import LoraConfig
@@ -17,6 +18,7 @@ from peft.utils.other import ModulesToSaveWrapper
 from safetensors.torch import save_file
 from torch import nn
 
+from ..hub import CardInfo, render_model_card
 from ..utils import atomic_directory
 from .layer import LoTRLayer
 
@@ -66,11 +68,19 @@ def lotr_to_lora(
 def save_as_lora(path: str | os.PathLike, model: nn.Module, adapter_name: str = "default") -> Path:
     """Write the exact LoRA equivalent of a LoTR adapter as a PEFT LoRA checkpoint folder.
 
-    Load it anywhere with ``PeftModel.from_pretrained(base_model, path)``, no hf_reduce needed.
+    Load it anywhere with ``PeftModel.from_pretrained(base_model, path)``, no hf_reduce needed; the folder's
+    README.md is a LoRA model card (``library_name: peft``).
     """
     lora_config, state_dict = lotr_to_lora(model, adapter_name)
+    # The card of a plain LoRA adapter (library: peft), for the folder as it stands on its own.
+    lora_view = SimpleNamespace(
+        peft_config={"default": lora_config}, active_adapter="default", config=getattr(model, "config", None)
+    )
+    task = "text-classification" if str(lora_config.task_type) in ("SEQ_CLS", "TaskType.SEQ_CLS") else "other"
+    card = render_model_card(lora_view, CardInfo(task=task, base_model=lora_config.base_model_name_or_path))
     path = Path(path)
     with atomic_directory(path) as staging:
         save_file(state_dict, str(staging / SAFETENSORS_WEIGHTS_NAME))
         lora_config.save_pretrained(str(staging))
+        card.save(staging / "README.md")
     return path
