@@ -67,7 +67,7 @@ def test_ensemble_regime_saves_the_ensemble_and_a_card_with_the_tables(tmp_path)
     index = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"]
     args = {m["type"]: r["dataset"].get("args", {}) for r in index for m in r["metrics"]}
     assert args["accuracy"]["num_samples"] > args["pgd_accuracy"]["num_samples"] > 0
-    assert args["pgd_accuracy"]["eps"] > 0 and args["pgd_accuracy"]["steps"] > 0
+    assert args["pgd_accuracy"]["eps"] > 0 and args["pgd_accuracy"]["pgd_steps"] > 0
     assert {r["dataset"]["split"] for r in index} == {"test", f"test[:{args['pgd_accuracy']['num_samples']}]"}
 
 

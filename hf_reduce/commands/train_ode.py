@@ -325,11 +325,12 @@ def run(
         for attack in ("FGSM", "PGD"):
             if attack in row:
                 metrics[f"{attack.lower()}_accuracy"] = row[attack]
+                # One set of args for both attacks: the Hub groups them into one result (same split).
                 attack_args[f"{attack.lower()}_accuracy"] = {
                     "num_samples": len(attack_data),
                     "eps": meta_args.eval_eps,
                     "norm": "linf",
-                    **({"steps": meta_args.pgd_steps} if attack == "PGD" else {}),
+                    "pgd_steps": meta_args.pgd_steps,
                 }
 
     tables = {
