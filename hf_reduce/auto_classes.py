@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .image_processing import ReduceImageProcessor
@@ -26,3 +29,21 @@ def register_image_family(config_class: type, base_class: type, classifier_class
     config_class.register_for_auto_class()
     base_class.register_for_auto_class("AutoModel")
     classifier_class.register_for_auto_class("AutoModelForImageClassification")
+    for cls in (base_class, classifier_class):
+        if not getattr(cls.save_pretrained, "_saves_processor", False):
+            cls.save_pretrained = _also_saving_the_processor(cls.save_pretrained)
+
+
+def _also_saving_the_processor(save_pretrained: Any) -> Any:
+    """``save_pretrained`` that also writes the model's image processor, so that the folder works with
+    ``pipeline("image-classification", model=folder)`` as saved (Trainer checkpoints included)."""
+
+    @functools.wraps(save_pretrained)
+    def save(self: Any, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        out = save_pretrained(self, save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            ReduceImageProcessor.for_config(self.config).save_pretrained(save_directory)
+        return out
+
+    save._saves_processor = True
+    return save

@@ -17,7 +17,6 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from .image_processing import ReduceImageProcessor
 from .utils import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -244,10 +243,7 @@ def save_for_hub(
     folder = Path(folder)
     card = render_model_card(model, info, repo_id=repo_id)
     with atomic_directory(folder) as staging:
-        model.save_pretrained(str(staging), safe_serialization=True)
-        if not _is_peft_model(model) and getattr(model, "main_input_name", None) == "pixel_values":
-            # What pipeline("image-classification", model=folder) needs beside the weights.
-            ReduceImageProcessor.for_config(model.config).save_pretrained(str(staging))
+        model.save_pretrained(str(staging), safe_serialization=True)  # image models: + their processor
         pickled = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
         if pickled:
             raise RuntimeError(f"refusing to publish pickled weights {pickled}: only safetensors are allowed")
