@@ -107,6 +107,13 @@ class VGGPreTrainedModel(PreTrainedModel):
         )
 
 
+    def _resolve(self, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
+        return (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states,
+            return_dict if return_dict is not None else self.config.return_dict,
+        )
+
+
 class VGGModel(VGGPreTrainedModel):
     """The conv blocks and pooling without the classifier: ``pooler_output`` are the classifier's input features
     (``pipeline("image-feature-extraction")``, embeddings)."""
@@ -125,10 +132,7 @@ class VGGModel(VGGPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPoolingAndNoAttention | tuple:
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, return_dict = self._resolve(output_hidden_states, return_dict)
         last, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
         if not return_dict:
             return (last, pooled) + ((hidden_states,) if hidden_states is not None else ())
@@ -167,10 +171,7 @@ class VGGForImageClassification(VGGPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, return_dict = self._resolve(output_hidden_states, return_dict)
         _, pooled, hidden_states = self._encode(pixel_values, output_hidden_states)
         logits = self.classifier(pooled)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
