@@ -1,60 +1,11 @@
-"""The ``hf-reduce`` command: ``hf-reduce <command> [--help]``."""
+"""``hf_reduce.cli``: the ``hf-reduce`` command (kept in :mod:`hf_reduce_cli`, outside the package, so that
+``hf-reduce --help`` does not import torch)."""
 
-from __future__ import annotations
+from hf_reduce_cli import ANTICIPATED, COMMANDS, main
 
-import importlib
-import sys
-
-COMMANDS = {
-    "demo": ("hf_reduce.commands.demo", "Run every method end to end on embedded data (minutes, CPU)."),
-    "train-cnn": ("hf_reduce.commands.train_cnn", "Train the reference VGG classifier on an image dataset."),
-    "train-ode": (
-        "hf_reduce.commands.train_ode",
-        "Train a neural-ODE classifier (meta-solver regimes), evaluate robustness.",
-    ),
-    "reduce-maxvol": (
-        "hf_reduce.commands.reduce_maxvol",
-        "Reduce a trained CNN with MaxVol reduced-order modelling; compare, save, push.",
-    ),
-    "build-asnet": (
-        "hf_reduce.commands.build_asnet",
-        "Count active neurons per layer and build an ASNet (active subspace + PCE head).",
-    ),
-    "attack": (
-        "hf_reduce.commands.attack",
-        "Universal adversarial perturbations: active-subspace attack vs UAP vs random.",
-    ),
-    "finetune-lotr": (
-        "hf_reduce.commands.finetune_lotr",
-        "Fine-tune a text classifier with a LoTR or LoRA adapter.",
-    ),
-}
-
-
-def _usage() -> str:
-    width = max(len(name) for name in COMMANDS)
-    lines = ["usage: hf-reduce <command> [options]", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run 'hf-reduce <command> --help' for a command's options."]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(
-            f"hf-reduce: unknown command {name!r}; choose from {', '.join(COMMANDS)}\n\n{_usage()}",
-            file=sys.stderr,
-        )
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    module.main(rest, prog=f"hf-reduce {name}")
-    return 0
-
+__all__ = ["ANTICIPATED", "COMMANDS", "main"]
 
 if __name__ == "__main__":
+    import sys
+
     sys.exit(main())

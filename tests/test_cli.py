@@ -15,6 +15,32 @@ def test_unknown_command(capsys):
     assert "unknown command 'trian-cnn'" in capsys.readouterr().err
 
 
+def test_top_level_help_imports_no_torch():
+    # Before: `hf-reduce --help` imported torch, transformers and PEFT (5-6 s).
+    code = "import sys, hf_reduce_cli; hf_reduce_cli.main(['--help']); assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+
+
+def test_anticipated_errors_are_one_short_message_with_exit_2(tmp_path):
+    command = [
+        "hf-reduce",
+        "train-ode",
+        "--method",
+        "nope",
+        "--output_dir",
+        str(tmp_path),
+        "--max_steps",
+        "1",
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("hf-reduce")]
+    assert lines == [lines[0]] and "unknown solver method 'nope'" in lines[0] and "rk4_uv" in lines[0]
+    assert "Traceback" not in proc.stderr
+    debug = subprocess.run([*command, "--debug"], capture_output=True, text=True)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ValueError" in debug.stderr
+
+
 def test_console_script_help():
     out = subprocess.run(
         ["hf-reduce", "train-cnn", "--help"], capture_output=True, text=True, check=True

@@ -27,7 +27,8 @@ def test_wheel_ships_model_cards_and_metrics(wheel):
     assert "hf_reduce/metrics/f1/f1.py" in names
     assert "hf_reduce/cnn/modeling_vgg.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "hf-reduce = hf_reduce.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "hf-reduce = hf_reduce_cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "hf_reduce_cli/__init__.py" in names
 
 
 def test_installed_wheel_finds_its_templates(wheel, tmp_path):

@@ -106,7 +106,6 @@ class VGGPreTrainedModel(PreTrainedModel):
             tuple(hidden_states) if hidden_states is not None else None,
         )
 
-
     def _resolve(self, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool]:
         return (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states,
