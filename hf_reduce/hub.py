@@ -235,12 +235,28 @@ def _render_partial(name: str, **values: Any) -> str:
     return jinja2.Template((template_dir() / name).read_text(encoding="utf-8")).render(**values).strip()
 
 
+def _check_finite(model: Any) -> None:
+    """Refuse to save or push a model with NaN / infinite weights (a diverged run)."""
+    import torch
+
+    bad = [
+        name
+        for name, t in model.state_dict().items()
+        if t.is_floating_point() and not torch.isfinite(t).all()
+    ]
+    if bad:
+        raise ArithmeticError(
+            f"refusing to save a model with non-finite weights: {len(bad)} tensors, e.g. {bad[:3]}"
+        )
+
+
 def save_for_hub(
     model: Any, folder: str | Path, info: CardInfo, *, repo_id: str = "your-name/your-model"
 ) -> Path:
     """Save safetensors weights, config, the image processor (image models) and the rendered README.md into
     ``folder`` atomically."""
     folder = Path(folder)
+    _check_finite(model)
     card = render_model_card(model, info, repo_id=repo_id)
     with atomic_directory(folder) as staging:
         model.save_pretrained(str(staging), safe_serialization=True)  # image models: + their processor

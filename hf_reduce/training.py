@@ -73,18 +73,78 @@ class TrainingArguments:
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
-        if self.eval_strategy not in ("no", "epoch"):
-            raise ValueError(f"eval_strategy must be 'no' or 'epoch', got {self.eval_strategy!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
-        if self.gradient_accumulation_steps < 1:
+        """Every argument checked now, before any work, with the bad value and the allowed ones."""
+        from transformers import SchedulerType
+
+        from .metrics import AVAILABLE_METRICS
+
+        choices = {
+            "optimizer": ("adamw", "sgd"),
+            "eval_strategy": ("no", "epoch"),
+            "mixed_precision": ("no", "fp16", "bf16"),
+            "lr_scheduler_type": tuple(t.value for t in SchedulerType),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        unknown = [m for m in self.metrics if m not in AVAILABLE_METRICS]
+        if unknown or not self.metrics:
+            raise ValueError(f"metrics must be among {list(AVAILABLE_METRICS)}, got {self.metrics}")
+        at_least = {
+            "per_device_train_batch_size": 1,
+            "per_device_eval_batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "save_total_limit": 1,  # 0 would delete every checkpoint right after writing it
+            "logging_steps": 0,
+            "checkpointing_steps": 0,
+            "dataloader_num_workers": 0,
+            "weight_decay": 0,
+            "max_grad_norm": 0,
+            "momentum": 0,
+        }
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
             raise ValueError(
-                f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}"
+                f"num_train_epochs must be > 0 when max_steps <= 0, got num_train_epochs={self.num_train_epochs} "
+                f"and max_steps={self.max_steps}"
             )
-        if self.max_steps <= 0 and self.num_train_epochs <= 0:
-            raise ValueError("set num_train_epochs > 0 or max_steps > 0")
+
+
+class NonFiniteError(ArithmeticError):
+    """Training produced a NaN or infinite loss or gradient: the run stops instead of saving a broken model."""
+
+
+def _non_finite_inputs(batch: dict[str, Any]) -> str:
+    for name, value in batch.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            bad = ~torch.isfinite(value.reshape(len(value), -1)).all(1)
+            if bad.any():
+                return (
+                    f"; the batch's {name!r} holds non-finite values (first in row {int(bad.nonzero()[0])})"
+                )
+    return "; the batch's inputs are finite (the learning rate or the model diverged)"
+
+
+def _non_finite_report(what, value, batch, global_step, epoch, batch_index, scheduler) -> str:
+    return (
+        f"non-finite {what} ({value.detach().float().flatten()[0].item()}) at optimizer step {global_step + 1}, "
+        f"epoch {epoch + 1}, batch {batch_index + 1}, learning rate {scheduler.get_last_lr()[0]:.3g}"
+        + _non_finite_inputs(batch)
+    )
+
+
+def _check_gradients(model, batch, global_step, epoch, batch_index, scheduler) -> None:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
+        bad = next(g for g in grads if not torch.isfinite(g).all())
+        raise NonFiniteError(_non_finite_report("gradient", bad[~torch.isfinite(bad)], batch, global_step, epoch,
+                                                batch_index, scheduler))  # fmt: skip
 
 
 @dataclass
@@ -322,7 +382,14 @@ def train(
         for batch in loader:
             with accelerator.accumulate(model):
                 loss, _ = loss_fn(model, batch)
+                if not torch.isfinite(loss.detach()).all():
+                    raise NonFiniteError(
+                        _non_finite_report("loss", loss, batch, global_step, epoch, batches_done, scheduler)
+                    )
                 accelerator.backward(loss)
+                # fp16's grad scaler expects (and skips) overflowing steps; elsewhere a NaN/inf gradient is fatal.
+                if accelerator.sync_gradients and args.mixed_precision != "fp16":
+                    _check_gradients(model, batch, global_step, epoch, batches_done, scheduler)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()

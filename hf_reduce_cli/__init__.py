@@ -38,8 +38,8 @@ COMMANDS = {
 
 
 #: Errors a user can cause and fix (bad argument, missing data or model, unknown solver...): one or two
-#: lines and exit status 2. Anything else keeps its traceback.
-ANTICIPATED = (ValueError, FileNotFoundError, NotImplementedError, OSError)
+#: lines and exit status 2 (ArithmeticError: a diverged run, nothing saved). Anything else keeps its traceback.
+ANTICIPATED = (ValueError, FileNotFoundError, NotImplementedError, OSError, ArithmeticError)
 
 
 def _usage() -> str:

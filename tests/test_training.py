@@ -80,3 +80,57 @@ def test_bad_arguments():
         TrainingArguments(optimizer="lamb")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         find_checkpoint("/nonexistent", "latest")
+
+
+def test_divergence_stops_training_naming_step_and_learning_rate(
+    tmp_path, tiny_vgg_config, toy_image_dataset
+):
+    # Before: at a huge learning rate the loss went NaN, the run finished and saved NaN weights.
+    from hf_reduce.training import NonFiniteError
+
+    model = _model(tiny_vgg_config)
+    args = _args(tmp_path, learning_rate=1e12, optimizer="sgd", lr_scheduler_type="constant")
+    with pytest.raises(NonFiniteError, match=r"non-finite .* at optimizer step \d+, .* learning rate 1e\+12"):
+        train(model, args, toy_image_dataset)
+
+
+def test_one_nan_pixel_is_named(tmp_path, tiny_vgg_config, toy_image_dataset):
+    from hf_reduce.data import TensorDictDataset
+    from hf_reduce.training import NonFiniteError
+
+    pixels = toy_image_dataset.tensors["pixel_values"].clone()
+    pixels[0, 0, 3, 3] = float("nan")  # the sampler shuffles: the report names the row inside its batch
+    data = TensorDictDataset(pixel_values=pixels, labels=toy_image_dataset.tensors["labels"])
+    with pytest.raises(NonFiniteError, match="'pixel_values' holds non-finite values"):
+        train(_model(tiny_vgg_config), _args(tmp_path), data)
+
+
+def test_non_finite_weights_are_never_saved(tmp_path, tiny_vgg_config):
+    from hf_reduce.hub import CardInfo, save_for_hub
+
+    model = _model(tiny_vgg_config)
+    with torch.no_grad():
+        model.classifier[-1].weight[0, 0] = float("inf")
+    with pytest.raises(ArithmeticError, match="non-finite weights: 1 tensors"):
+        save_for_hub(model, tmp_path / "model", CardInfo())
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"save_total_limit": 0}, "save_total_limit must be >= 1, got 0"),
+        (
+            {"num_train_epochs": -1},
+            "num_train_epochs must be > 0 when max_steps <= 0, got num_train_epochs=-1",
+        ),
+        ({"metrics": ["acc"]}, r"metrics must be among \['accuracy', 'f1'\], got \['acc'\]"),
+        ({"learning_rate": 0}, "learning_rate must be a positive number, got 0"),
+        ({"lr_scheduler_type": "cosin"}, "lr_scheduler_type must be one of .*'cosine'"),
+        ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1, got 0"),
+        ({"warmup_ratio": 1.5}, r"warmup_ratio must be in \[0, 1\), got 1.5"),
+    ],
+)
+def test_every_training_argument_is_validated(tmp_path, bad, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, **bad)
