@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -9,17 +10,59 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _strays(path: Path, kind: str) -> list[Path]:
+    """Leftovers ``.<name>.<kind>-<pid>-*`` of earlier, killed writers of ``path`` (not of live ones)."""
+    out = []
+    for stray in path.parent.glob(f".{path.name}.{kind}-*"):
+        pid = stray.name.removeprefix(f".{path.name}.{kind}-").split("-", 1)[0]
+        if not (pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid))):
+            out.append(stray)
+    return sorted(out, key=lambda p: p.stat().st_mtime)
+
+
+def recover_directory(path: str | Path) -> None:
+    """Undo what a writer killed inside :func:`atomic_directory` left behind: if ``path`` is missing, the
+    previous complete version (set aside) is put back; unfinished new versions are deleted."""
+    path = Path(path)
+    olds = _strays(path, "old")
+    if olds and not path.exists():
+        olds.pop().rename(path)  # the newest complete version that was set aside
+    for stray in olds + _strays(path, "new"):
+        shutil.rmtree(stray, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a staging folder next to ``path``; on success it replaces ``path`` in one rename, on error it
-    is removed and ``path`` is left as it was. Nothing is ever half-written at ``path``."""
+    """Yield a staging folder next to ``path``; on success it replaces ``path``, on error it is removed and
+    ``path`` is left as it was. Nothing is ever half-written at ``path``.
+
+    The swap is two renames (the old version aside, the new one into place) and then the old one's deletion,
+    so at every instant a complete version exists: ``path`` itself, or, if the writer is killed between the two
+    renames, the old version beside it, which :func:`recover_directory` (run first by every writer) restores.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    recover_directory(path)
+    tag = f"{os.getpid()}-"
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-{tag}", dir=path.parent))
     try:
         yield staging
+        old = None
         if path.exists():
-            shutil.rmtree(path)
-        staging.rename(path)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{tag}", dir=path.parent))
+            os.replace(path, old)  # onto the empty folder: atomic
+        os.replace(staging, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
