@@ -67,7 +67,7 @@ def load_image_classification(
     image_column: str | None = None,
     label_column: str | None = None,
     test_size: float = 0.2,
-    seed: int = 0,
+    split_seed: int = 0,
     label_names: Sequence[str] | None = None,
     max_train_samples: int | None = None,
     max_test_samples: int | None = None,
@@ -81,8 +81,9 @@ def load_image_classification(
             ``train/`` and ``test/`` each holding class sub-folders), a csv/parquet/json file or a
             Hub dataset name such as ``"fashion_mnist"`` or ``"cifar10"``.
         image_column, label_column: source column names; guessed from common names when omitted.
-        test_size: fraction held out, deterministically (``seed``), when the source has no test split.
-        seed: seed of that split.
+        test_size: fraction held out, deterministically (``split_seed``), when the source has no test split.
+        split_seed: seed of that split, fixed by default and independent of any training seed, so that the
+            test set is the same for every run (no test images of one run among another's training images).
         label_names: class names where the source has none (idx files).
         max_train_samples, max_test_samples: keep only the first N rows of a split (quick runs).
         load_kwargs: passed on to ``datasets.load_dataset`` for Hub and file sources.
@@ -104,7 +105,7 @@ def load_image_classification(
         label_column=label_column,
         source=source,
     )
-    return _finish(dsd, test_size, seed, max_train_samples, max_test_samples)
+    return _finish(dsd, test_size, split_seed, max_train_samples, max_test_samples)
 
 
 def load_text_classification(
@@ -113,7 +114,7 @@ def load_text_classification(
     text_column: str | None = None,
     label_column: str | None = None,
     test_size: float = 0.2,
-    seed: int = 0,
+    split_seed: int = 0,
     max_train_samples: int | None = None,
     max_test_samples: int | None = None,
     **load_kwargs: Any,
@@ -125,7 +126,7 @@ def load_text_classification(
             files in class sub-folders (or ``train/`` and ``test/`` holding those), a csv/parquet/json
             file or a Hub dataset name such as ``"SetFit/bbc-news"`` or ``"imdb"``.
         text_column, label_column: source column names; guessed from common names when omitted.
-        test_size, seed, max_train_samples, max_test_samples, load_kwargs: as in
+        test_size, split_seed, max_train_samples, max_test_samples, load_kwargs: as in
             :func:`load_image_classification`.
     """
     kind, target = _resolve(source, task="text")
@@ -143,7 +144,7 @@ def load_text_classification(
         label_column=label_column,
         source=source,
     )
-    return _finish(dsd, test_size, seed, max_train_samples, max_test_samples)
+    return _finish(dsd, test_size, split_seed, max_train_samples, max_test_samples)
 
 
 class ImageCollator:
@@ -291,7 +292,33 @@ def _standardise(
             dsd = dsd.cast_column(LABEL_COLUMN, ClassLabel(names=[str(i) for i in range(top + 1)]))
         else:  # string labels: one sorted class list shared by every split
             dsd = dsd.class_encode_column(LABEL_COLUMN)
+    dsd = _align_labels(dsd)
+    names = dsd[next(iter(dsd))].features[LABEL_COLUMN].names
+    if len(names) < 2:
+        raise DataSourceError(f"{source} has {len(names)} class ({names}): classification needs at least 2")
     return dsd
+
+
+def _align_labels(dsd: DatasetDict) -> DatasetDict:
+    """One class list for every split, by class *name*: splits whose ``ClassLabel`` names differ (a test folder
+    missing a class, say) are re-indexed into the sorted union, so the same index means the same class."""
+    per_split = {name: list(split.features[LABEL_COLUMN].names) for name, split in dsd.items()}
+    if len({tuple(names) for names in per_split.values()}) <= 1:
+        return dsd
+    union = sorted({n for names in per_split.values() for n in names})
+    aligned = {}
+    for name, split in dsd.items():
+        index = [union.index(n) for n in per_split[name]]
+        features = split.features.copy()
+        features[LABEL_COLUMN] = ClassLabel(names=union)
+        aligned[name] = split.map(
+            lambda batch, index=index: {LABEL_COLUMN: [index[i] for i in batch[LABEL_COLUMN]]},
+            batched=True,
+            features=features,
+            desc=f"align {name} labels",
+        )
+    logger.info("labels aligned by class name across splits: %s", union)
+    return DatasetDict(aligned)
 
 
 def _finish(

@@ -73,6 +73,7 @@ class CardInfo:
     Args:
         dataset: dataset id or name the metrics were measured on (e.g. ``"fashion_mnist"``, ``"digits"``);
             the card's ``datasets`` gets its Hub id (:data:`HUB_DATASET_IDS`), local data gets none.
+        dataset_args: how the data was prepared (``{"split_seed": 0}``), the model-index dataset ``args``.
         license: the card's license (default: hf_reduce's own, Apache-2.0).
         metrics: measured metrics, e.g. ``{"accuracy": 0.93}``; they go to the card's ``model-index``, with
             the test-set size (``metrics["num_samples"]``) as the dataset's ``args``.
@@ -86,6 +87,7 @@ class CardInfo:
     """
 
     dataset: str | None = None
+    dataset_args: dict[str, Any] = field(default_factory=dict)
     license: str = "apache-2.0"
     metrics: dict[str, float] = field(default_factory=dict)
     metric_args: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -165,7 +167,9 @@ def render_model_card(
     dataset_id = hub_dataset_id(info.dataset)
     dataset_label = info.dataset if info.dataset and not _is_local_path(info.dataset) else "local data"
     test_size = info.metrics.get("num_samples")
-    base_args = {"num_samples": int(test_size)} if isinstance(test_size, (int, float)) else {}
+    base_args = {**info.dataset_args}
+    if isinstance(test_size, (int, float)):
+        base_args["num_samples"] = int(test_size)
     eval_results = [
         EvalResult(
             task_type=info.task,

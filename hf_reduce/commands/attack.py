@@ -79,7 +79,7 @@ def run(data_args: DataArguments, args: AttackArguments, training_args: Training
     c = model.config
     from ..data import image_tensors
 
-    dsd = data_args.load("image", seed=training_args.seed)
+    dsd = data_args.load("image")
     train, test = (image_tensors(dsd[s], c.num_channels, c.image_size).tensors for s in ("train", "test"))
     n_eval = args.eval_samples or len(test["labels"])
     test_x, test_y = (

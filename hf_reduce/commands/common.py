@@ -35,8 +35,14 @@ class DataArguments:
         default=None, metadata={"help": "Use only the first N training rows."}
     )
     max_test_samples: int | None = field(default=None, metadata={"help": "Use only the first N test rows."})
+    split_seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of the train/test split when the source has none (fixed: not the training seed)."
+        },
+    )
 
-    def load(self, task: str, seed: int) -> Any:
+    def load(self, task: str) -> Any:
         """The ``DatasetDict`` these arguments describe, for ``task`` ``"image"`` or ``"text"``."""
         from ..data import load_image_classification, load_text_classification
 
@@ -48,7 +54,7 @@ class DataArguments:
             self.dataset,
             label_column=self.label_column,
             test_size=self.test_size,
-            seed=seed,
+            split_seed=self.split_seed,
             max_train_samples=self.max_train_samples,
             max_test_samples=self.max_test_samples,
             **column,
@@ -123,7 +129,7 @@ def prepare_image_training(
     """
     from ..data import ImageCollator, image_tensors, label_names
 
-    dsd = data_args.load("image", seed=seed)
+    dsd = data_args.load("image")
     if model_name_or_path:
         model = model_class.from_pretrained(model_name_or_path)
         channels, size = model.config.num_channels, model.config.image_size

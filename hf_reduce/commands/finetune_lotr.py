@@ -142,7 +142,7 @@ def run(
     """Fine-tune + evaluate + save (+ push). Returns a summary dict; ``summary["model"]`` is the trained model."""
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
-    dsd = data_args.load("text", seed=training_args.seed)
+    dsd = data_args.load("text")
     labels = label_names(dsd)
     torch.manual_seed(training_args.seed)
     model, tokenizer, base_id = build_model(adapter_args, labels)
@@ -170,6 +170,7 @@ def run(
     if accelerator.is_main_process:
         info = CardInfo(
             dataset=data_args.dataset,
+            dataset_args={"split_seed": data_args.split_seed},
             task="text-classification",
             base_model=base_id,
             metrics={k: v for k, v in result.metrics.items() if k != "num_samples"},

@@ -30,7 +30,7 @@ def load_original(
         )
     original.eval()
     c = original.config
-    dsd = data_args.load("image", seed=training_args.seed)
+    dsd = data_args.load("image")
     train_data, test_data = (image_tensors(dsd[s], c.num_channels, c.image_size) for s in ("train", "test"))
     return accelerator, original, train_data, test_data
 
@@ -53,6 +53,7 @@ def publish_reduced(
     if accelerator.is_main_process:
         info = CardInfo(
             dataset=data_args.dataset,
+            dataset_args={"split_seed": data_args.split_seed},
             metrics={"accuracy": accuracy},
             base_model=None if Path(original_model).exists() else original_model,
             training_args=arguments_dict(training_args) if finetuned else {},

@@ -97,6 +97,7 @@ def run(
     if accelerator.is_main_process:
         info = CardInfo(
             dataset=data_args.dataset,
+            dataset_args={"split_seed": data_args.split_seed},
             metrics={k: v for k, v in result.metrics.items() if k != "num_samples"},
             training_args=arguments_dict(training_args),
         )

@@ -348,6 +348,7 @@ def run(
     if accelerator.is_main_process:
         info = CardInfo(
             dataset=data_args.dataset,
+            dataset_args={"split_seed": data_args.split_seed},
             metrics=metrics,
             metric_args=attack_args,
             training_args=arguments_dict(training_args),
