@@ -94,3 +94,44 @@ def test_every_command_has_help(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "--help" in capsys.readouterr().out or name == "demo"
+
+
+def test_models_that_do_not_match_their_config_are_refused(tmp_path):
+    # Before: a config with an extra layer loaded with random weights and reduce-maxvol published a "reduced"
+    # model of it; train-ode --model_name_or_path <a VGG> trained a random ODE net.
+    import json
+
+    import pytest
+
+    import hf_reduce
+    from hf_reduce.commands.common import load_trained_model
+
+    model = hf_reduce.VGGForImageClassification(
+        hf_reduce.VGGConfig(layers=[4, "M", 8], num_channels=1, image_size=8, num_labels=3)
+    )
+    model.save_pretrained(tmp_path / "vgg")
+    with pytest.raises(
+        ValueError, match="is a hf_reduce_vgg model; this command needs a hf_reduce_ode model"
+    ):
+        load_trained_model(
+            hf_reduce.ODEForImageClassification, str(tmp_path / "vgg"), expected_type="hf_reduce_ode"
+        )
+    config = json.loads((tmp_path / "vgg" / "config.json").read_text())
+    config["layers"] = [4, "M", 8, 8]
+    (tmp_path / "vgg" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"do not match its config: 6 missing keys \(e.g. \['features.2"):
+        load_trained_model(hf_reduce.VGGForImageClassification, str(tmp_path / "vgg"))
+    proc = subprocess.run(
+        ["hf-reduce", "reduce-maxvol", "--model_name_or_path", str(tmp_path / "vgg"), "--output_dir",
+         str(tmp_path / "out")], capture_output=True, text=True,
+    )  # fmt: skip
+    assert (
+        proc.returncode == 2 and "do not match its config" in proc.stderr and "Traceback" not in proc.stderr
+    )
+    assert not (tmp_path / "out" / "model").exists()
+    missing = subprocess.run(
+        ["hf-reduce", "attack", "--model_name_or_path", "outputs/nothing/model"],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "no model at outputs/nothing/model; train one with" in missing.stderr

@@ -19,7 +19,7 @@ from transformers import AutoModelForImageClassification
 
 from ..asnet import active_subspace_attack, deepfool_uap, random_direction, universal_report
 from ..training import TrainingArguments, make_accelerator
-from .common import DataArguments, command_main, setup_logging
+from .common import DataArguments, command_main, load_trained_model, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def run(data_args: DataArguments, args: AttackArguments, training_args: Training
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
     model = (
-        AutoModelForImageClassification.from_pretrained(args.model_name_or_path).to(accelerator.device).eval()
+        load_trained_model(AutoModelForImageClassification, args.model_name_or_path)
+        .to(accelerator.device)
+        .eval()
     )
     c = model.config
     from ..data import image_tensors

@@ -112,6 +112,34 @@ def channel_stats(data: Any, channels: int) -> tuple[list[float], list[float]]:
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
+def load_trained_model(model_class: Any, model_name_or_path: str, *, expected_type: str | None = None) -> Any:
+    """``model_class.from_pretrained`` that refuses what would silently be wrong: no model at a local path
+    (with the command that makes one), a model of another family, and weights that do not match the config
+    (missing or unexpected keys, which transformers would otherwise fill with random values)."""
+    path = Path(model_name_or_path).expanduser()
+    looks_local = model_name_or_path.startswith((".", "/", "~")) or model_name_or_path.count("/") != 1
+    if looks_local and not path.exists():
+        raise FileNotFoundError(
+            f"no model at {model_name_or_path}; train one with `hf-reduce train-cnn` (it saves to "
+            "outputs/<run>/model) or pass a Hub model id"
+        )
+    if expected_type is not None:
+        from transformers import AutoConfig
+
+        found = AutoConfig.from_pretrained(model_name_or_path).model_type
+        if found != expected_type:
+            raise ValueError(
+                f"{model_name_or_path} is a {found} model; this command needs a {expected_type} model"
+            )
+    model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True)
+    problems = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {k: v for k, v in problems.items() if v}
+    if problems:
+        detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {v[:3]})" for k, v in problems.items())
+        raise ValueError(f"the weights in {model_name_or_path} do not match its config: {detail}")
+    return model
+
+
 def prepare_image_training(
     data_args: DataArguments,
     seed: int,
@@ -131,7 +159,9 @@ def prepare_image_training(
 
     dsd = data_args.load("image")
     if model_name_or_path:
-        model = model_class.from_pretrained(model_name_or_path)
+        model = load_trained_model(
+            model_class, model_name_or_path, expected_type=model_class.config_class.model_type
+        )
         channels, size = model.config.num_channels, model.config.image_size
     else:
         channels, size = image_geometry(dsd["train"], image_size)

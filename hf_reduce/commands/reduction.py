@@ -12,7 +12,7 @@ from transformers import AutoModelForImageClassification
 from ..data import image_tensors
 from ..hub import CardInfo
 from ..training import TrainingArguments, arguments_dict, make_accelerator
-from .common import DataArguments, HubArguments, publish, setup_logging
+from .common import DataArguments, HubArguments, load_trained_model, publish, setup_logging
 
 
 def load_original(
@@ -22,7 +22,7 @@ def load_original(
     ``features`` sequence of conv blocks, naming ``method``."""
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
-    original = AutoModelForImageClassification.from_pretrained(model_name_or_path).to(accelerator.device)
+    original = load_trained_model(AutoModelForImageClassification, model_name_or_path).to(accelerator.device)
     if not hasattr(original, "features"):
         raise ValueError(
             f"{type(original).__name__} has no `features` sequence of conv blocks: {method} works on VGG-style "
