@@ -31,6 +31,8 @@ HUB_DATASET_IDS: dict[str, str | None] = {
     "mnist": "ylecun/mnist",
     "cifar10": "uoft-cs/cifar10",
 }
+#: What a push replaces in the repo (stale files from an earlier push matching these are deleted).
+REPLACED_ON_PUSH = ["*.safetensors", "*.bin", "*.pt", "*.pth", "*.py", "*.json", "README.md"]
 #: Arguments that only say where a run wrote its files on its machine.
 _LOCAL_ARGUMENTS = ("output_dir", "logging_dir", "resume_from_checkpoint", "cache_dir")
 
@@ -294,6 +296,9 @@ def push_to_hub(
             repo_id=repo_id,
             folder_path=str(folder),
             commit_message=commit_message or f"Upload {model_family(model)} model with hf_reduce",
+            # The push replaces the model: weights, code, configs and card of an earlier push that this one
+            # does not carry are deleted in the same commit (other files, e.g. .gitattributes, stay).
+            delete_patterns=REPLACED_ON_PUSH,
         )
     logger.info("pushed %s: %s", repo_id, commit.commit_url)
     return str(commit.commit_url)

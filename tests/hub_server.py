@@ -96,9 +96,9 @@ class _Handler(BaseHTTPRequestHandler):
                 exists = repo in s.repos
                 s.repos.setdefault(repo, {})
             if exists:
-                return self._send(
+                return self._send(  # the Hub's own 409 body carries the repo url
                     409,
-                    {"error": "exists"},
+                    {"error": "You already created this model repo", "url": f"{self._base()}/{repo}"},
                     headers={"X-Error-Message": "You already created this model repo"},
                 )
             return self._send(200, {"url": f"{self._base()}/{repo}", "name": repo})

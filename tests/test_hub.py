@@ -132,3 +132,25 @@ for family in FAMILIES:
 """
     out = run_python(code, timeout=600)
     assert all(f"{family} card-ok" in out for family in ("vgg", "ode", "maxvol", "asnet")), out
+
+
+def test_a_push_replaces_the_files_of_an_earlier_push(tmp_path):
+    # Before: files of an earlier push stayed in the repo forever (a VGG's modeling_vgg.py beside an ODE).
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+from hub_server import LocalHub
+hub = LocalHub().__enter__()
+os.environ.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test", HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                  HF_HOME={str(tmp_path / "hf_home")!r})
+import hf_reduce
+vgg = hf_reduce.VGGForImageClassification(hf_reduce.VGGConfig(layers=[4], image_size=8, num_labels=3))
+hf_reduce.push_to_hub(vgg, "tester/model")
+ode = hf_reduce.ODEForImageClassification(hf_reduce.ODEConfig(channels=[4], ode_stages=[True], image_size=8))
+hf_reduce.push_to_hub(ode, "tester/model")
+files = sorted(hub.state.repos["tester/model"])
+assert "modeling_vgg.py" not in files and "configuration_vgg.py" not in files, files
+assert "modeling_ode.py" in files and "model.safetensors" in files, files
+print("replaced-ok")
+"""
+    assert "replaced-ok" in run_python(code)
