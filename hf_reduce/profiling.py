@@ -89,18 +89,46 @@ def compare_models(
                 "latency b64 ms": 1000 * latency[name][64],
             }
         )
-    base, new = rows
-    rows.append(
-        {
-            "model": "original / reduced",
-            "accuracy": base["accuracy"] - new["accuracy"],
-            "parameters": round(base["parameters"] / new["parameters"], 2),
-            "MACs": round(base["MACs"] / new["MACs"], 2),
-            "latency b1 ms": round(base["latency b1 ms"] / new["latency b1 ms"], 2),
-            "latency b64 ms": round(base["latency b64 ms"] / new["latency b64 ms"], 2),
-        }
-    )
+    rows.append(in_words(rows[0], rows[1]))
     return rows
+
+
+def cost_ratios(original: dict[str, Any], reduced: dict[str, Any]) -> dict[str, float]:
+    """Original / reduced for each cost (> 1: the reduced model is cheaper), and the accuracy change."""
+    out = {"accuracy change": reduced["accuracy"] - original["accuracy"]}
+    for key in ("parameters", "MACs", "latency b1 ms", "latency b64 ms"):
+        out[key] = round(original[key] / reduced[key], 2)
+    return out
+
+
+def _factor(ratio: float, cheaper: str, dearer: str) -> str:
+    if ratio >= 1:
+        return f"{ratio:.2f}x {cheaper}"
+    return f"{1 / ratio:.2f}x {dearer}"
+
+
+def in_words(original: dict[str, Any], reduced: dict[str, Any]) -> dict[str, Any]:
+    """The comparison row, in words: "1.16x more" parameters is not hidden in a ratio of 0.86."""
+    r = cost_ratios(original, reduced)
+    return {
+        "model": "reduced vs original",
+        "accuracy": f"{100 * r['accuracy change']:+.2f} pt",
+        "parameters": _factor(r["parameters"], "fewer", "more"),
+        "MACs": _factor(r["MACs"], "fewer", "more"),
+        "latency b1 ms": _factor(r["latency b1 ms"], "faster", "slower"),
+        "latency b64 ms": _factor(r["latency b64 ms"], "faster", "slower"),
+    }
+
+
+def summary_in_words(original: dict[str, Any], reduced: dict[str, Any]) -> str:
+    """``"more parameters, fewer MACs"``-style verdict of a reduction."""
+    r = cost_ratios(original, reduced)
+    parts = [
+        ("fewer" if r["parameters"] >= 1 else "more") + " parameters",
+        ("fewer" if r["MACs"] >= 1 else "more") + " MACs",
+        ("faster" if r["latency b64 ms"] >= 1 else "slower") + " at batch 64",
+    ]
+    return ", ".join(parts)
 
 
 def _evaluate(*args: Any, **kwargs: Any) -> dict[str, float]:

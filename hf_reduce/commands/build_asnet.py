@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from ..asnet import active_subspaces, build_asnet, layer_report, plot_spectra
 from ..distillation import distill_if_better
 from ..hub import public_model_id
-from ..profiling import compare_models
+from ..profiling import compare_models, cost_ratios, summary_in_words
 from ..training import TrainingArguments, evaluate_model
 from .common import DataArguments, HubArguments, command_main
 from .reduction import load_original, publish_reduced
@@ -140,8 +140,10 @@ def run(
         "pce_terms": asnet.config.n_terms,
         "original_accuracy": rows[0]["accuracy"],
         "test_accuracy": rows[1]["accuracy"],
-        "params ratio": rows[2]["parameters"],
-        "MACs ratio": rows[2]["MACs"],
+        "parameters": f"{rows[0]['parameters']:,} -> {rows[1]['parameters']:,}",
+        "params ratio": cost_ratios(rows[0], rows[1])["parameters"],
+        "MACs ratio": cost_ratios(rows[0], rows[1])["MACs"],
+        "in words": summary_in_words(rows[0], rows[1]),
         **finetuning,
     }
     return publish_reduced(

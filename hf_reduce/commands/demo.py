@@ -160,7 +160,7 @@ def stage_maxvol(output_dir: Path, quick: bool) -> dict[str, Any]:
         "dataset": "digits",
         "metric": "test accuracy (original)",
         "value": f"{summary['test_accuracy']:.4f} ({summary['original_accuracy']:.4f})",
-        "parameters": f"{rows[1]['parameters']:,}; MACs / {rows[2]['MACs']}, b64 x{rows[2]['latency b64 ms']}",
+        "parameters": f"{rows[0]['parameters']:,} -> {rows[1]['parameters']:,} ({summary['in words']})",
         "reload identical": _same_outputs(summary["model"], reloaded, example),
     }
 

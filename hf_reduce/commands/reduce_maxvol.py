@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from ..distillation import distill_if_better
 from ..hub import public_model_id
 from ..maxvol import SELECTIONS, reduce_model
-from ..profiling import compare_models
+from ..profiling import compare_models, cost_ratios, summary_in_words
 from ..training import TrainingArguments
 from .common import DataArguments, HubArguments, command_main
 from .reduction import load_original, publish_reduced
@@ -126,8 +126,10 @@ def run(
         "neurons": reduced.config.reduction["selected_neurons"],
         "original_accuracy": rows[0]["accuracy"],
         "test_accuracy": rows[1]["accuracy"],
-        "MACs ratio": rows[2]["MACs"],
-        "speed-up b64": rows[2]["latency b64 ms"],
+        "parameters": f"{rows[0]['parameters']:,} -> {rows[1]['parameters']:,}",
+        "MACs ratio": cost_ratios(rows[0], rows[1])["MACs"],
+        "speed-up b64": cost_ratios(rows[0], rows[1])["latency b64 ms"],
+        "in words": summary_in_words(rows[0], rows[1]),
         **finetuning,
     }
     return publish_reduced(
