@@ -41,6 +41,10 @@ class TrainingArguments:
     """Arguments of :func:`train`; names follow ``transformers.TrainingArguments`` where they overlap."""
 
     output_dir: str = field(default="outputs/run", metadata={"help": "Where checkpoints and the model go."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the run already in output_dir (its checkpoints and model) with this one."},
+    )
     num_train_epochs: float = field(
         default=3.0, metadata={"help": "Epochs to train (ignored if max_steps > 0)."}
     )

@@ -29,7 +29,9 @@ def test_build_asnet_reports_layers_and_writes_a_card(trained_vgg, tmp_path):
     assert summary["cut"] == 1 + active.index(min(active))  # the default cut: fewest active neurons
     original, asnet, words = summary["tables"]["Original vs ASNet"]
     assert summary["params ratio"] == round(original["parameters"] / asnet["parameters"], 2)
-    assert words["parameters"] == f"{summary['params ratio']:.2f}x fewer" or words["parameters"].endswith("more")
+    assert words["parameters"] == f"{summary['params ratio']:.2f}x fewer" or words["parameters"].endswith(
+        "more"
+    )
     card = (tmp_path / "model" / "README.md").read_text()
     assert "### Active neurons per layer" in card and f"{summary['pce_terms']} orthonormal Hermite" in card
 

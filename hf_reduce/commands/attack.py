@@ -120,4 +120,6 @@ def run(data_args: DataArguments, args: AttackArguments, training_args: Training
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:
-    return command_main((DataArguments, AttackArguments, TrainingArguments), run, argv, prog, __doc__)
+    return command_main(
+        (DataArguments, AttackArguments, TrainingArguments), run, argv, prog, __doc__, writes_output=False
+    )

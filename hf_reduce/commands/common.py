@@ -15,6 +15,8 @@ from transformers import HfArgumentParser
 
 from ..hub import CardInfo, push_to_hub, save_for_hub
 from ..profiling import count_parameters  # noqa: F401  (re-exported for the commands)
+from ..runs import fingerprint, run_folder
+from ..training import TrainingArguments
 
 
 @dataclass
@@ -204,13 +206,27 @@ def command_main(
     argv: list[str] | None,
     prog: str | None,
     description: str | None,
+    *,
+    writes_output: bool = True,
 ) -> dict[str, Any]:
     """Parse ``argv`` into the argument dataclasses, ``run`` them and print the summary table (on the main
-    process). Returns ``run``'s summary."""
+    process). Returns ``run``'s summary. A command that ``writes_output`` holds its ``--output_dir`` for the
+    run (refusing another run's folder, see :mod:`hf_reduce.runs`)."""
     parser = HfArgumentParser(
         argument_types, prog=prog, description=description, formatter_class=RawDescriptionHelpFormatter
     )
-    summary = run(*parser.parse_args_into_dataclasses(args=argv))
+    groups = parser.parse_args_into_dataclasses(args=argv)
+    training = next((g for g in groups if isinstance(g, TrainingArguments)), None)
+    if training is None or not writes_output or not PartialState().is_main_process:
+        summary = run(*groups)
+    else:  # one run per output folder (see hf_reduce.runs)
+        with run_folder(
+            training.output_dir,
+            fingerprint(run.__module__, *groups),
+            overwrite=training.overwrite_output_dir,
+            resume=training.resume_from_checkpoint,
+        ):
+            summary = run(*groups)
     if PartialState().is_main_process:
         for title, rows in summary.get("tables", {}).items():
             print(f"{title}\n{format_table(rows)}\n")

@@ -1,0 +1,69 @@
+"""One run per output folder: no silent adoption of another run's checkpoints, no shared writers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hf_reduce.commands.train_cnn import main as train_cnn
+from hf_reduce.runs import LOCK_FILE, RUN_FILE, RunFolderError, fingerprint, run_folder
+
+
+def _train(out, *extra):
+    return train_cnn(
+        ["--dataset", "digits", "--output_dir", str(out), "--max_steps", "4", "--checkpointing_steps", "2",
+         "--layers", "8", "M", "16", "--classifier_hidden_sizes", "16", "--disable_tqdm", "true",
+         "--logging_steps", "0", *extra]
+    )  # fmt: skip
+
+
+def test_a_fresh_run_never_adopts_another_runs_folder(tmp_path):
+    # Before: the second run's checkpoints were deleted right after writing (the old step_N outranked them)
+    # and --resume_from_checkpoint latest restored the *other* run.
+    _train(tmp_path)
+    recorded = json.loads((tmp_path / RUN_FILE).read_text())
+    assert recorded["arguments"]["learning_rate"] == 1e-3 and "output_dir" not in recorded["arguments"]
+    with pytest.raises(
+        RunFolderError, match=r"already holds a run's checkpoints, model; pass --overwrite_output_dir"
+    ):
+        _train(tmp_path, "--learning_rate", "3e-3")
+    with pytest.raises(
+        RunFolderError, match=r"belong to another run \(different arguments \['learning_rate'\]\)"
+    ):
+        _train(tmp_path, "--learning_rate", "3e-3", "--resume_from_checkpoint", "latest")
+    _train(tmp_path, "--resume_from_checkpoint", "latest")  # the same run continues
+    _train(tmp_path, "--learning_rate", "3e-3", "--overwrite_output_dir", "true")
+    assert json.loads((tmp_path / RUN_FILE).read_text())["arguments"]["learning_rate"] == 3e-3
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_2", "step_4"]
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_the_cli_refuses_with_exit_2(tmp_path):
+    _train(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_reduce.cli", "train-cnn", "--dataset", "digits", "--output_dir", str(tmp_path),
+         "--max_steps", "1"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(tmp_path) in proc.stderr and "--resume_from_checkpoint latest" in proc.stderr
+
+
+def test_two_writers_never_share_a_folder_and_stale_locks_are_taken_over(tmp_path, caplog):
+    run = fingerprint("test", None)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_FILE).write_text(str(sleeper.pid))
+        with (
+            pytest.raises(RunFolderError, match=f"being written by process {sleeper.pid}"),
+            run_folder(tmp_path, run),
+        ):
+            pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with caplog.at_level("WARNING"), run_folder(tmp_path, run):  # the pid is gone now: a stale lock
+        assert (tmp_path / LOCK_FILE).read_text() != str(sleeper.pid)
+    assert "stale lock" in caplog.text and not (tmp_path / LOCK_FILE).exists()
