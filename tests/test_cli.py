@@ -135,3 +135,27 @@ def test_models_that_do_not_match_their_config_are_refused(tmp_path):
         text=True,
     )
     assert missing.returncode == 2 and "no model at outputs/nothing/model; train one with" in missing.stderr
+
+
+def test_the_default_chain_needs_no_paths_and_overwrites_nothing(tmp_path, monkeypatch):
+    # Before: every command wrote outputs/run (reduce-maxvol replaced the CNN it had just read) and the
+    # reducing commands read outputs/vgg/model, which no command writes.
+    import hashlib
+
+    from hf_reduce.commands import attack, build_asnet, reduce_maxvol, train_cnn
+
+    monkeypatch.chdir(tmp_path)
+    quick = ["--disable_tqdm", "true", "--logging_steps", "0"]
+    train_cnn.main(["--max_steps", "30", "--layers", "8", "M", "16", "M", "16", "--classifier_hidden_sizes", "32",
+                    *quick])  # fmt: skip
+    cnn = tmp_path / "outputs" / "train-cnn-digits" / "model" / "model.safetensors"
+    digest = hashlib.sha256(cnn.read_bytes()).hexdigest()
+    reduce_maxvol.main(["--keep_blocks", "1", "--latency_repeats", "2", "--max_samples", "200", *quick])
+    build_asnet.main(["--cut", "1", "--latency_repeats", "2", "--max_samples", "200", *quick])
+    attack.main(["--fit_samples", "50", "--eval_samples", "50", "--seeds", "0", "--eps", "1.0", "--uap_passes", "1",
+                 *quick])  # fmt: skip
+    folders = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert folders == ["build-asnet-digits", "reduce-maxvol-digits", "train-cnn-digits"], folders
+    assert hashlib.sha256(cnn.read_bytes()).hexdigest() == digest  # the trained CNN is untouched
+    for folder in folders:
+        assert (tmp_path / "outputs" / folder / "model" / "config.json").exists()

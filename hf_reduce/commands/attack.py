@@ -3,7 +3,7 @@
 
 Each vector is computed on training images and evaluated on held-out test images.
 
-accelerate launch scripts/attack.py --model_name_or_path outputs/vgg/model --dataset /usr/share/datasets/fashion-mnist
+accelerate launch scripts/attack.py --model_name_or_path outputs/train-cnn-fashion-mnist/model --dataset /usr/share/datasets/fashion-mnist
 hf-reduce attack --model_name_or_path you/vgg-digits --dataset digits --eps 1 2 3
 """
 
@@ -19,7 +19,7 @@ from transformers import AutoModelForImageClassification
 
 from ..asnet import active_subspace_attack, deepfool_uap, random_direction, universal_report
 from ..training import TrainingArguments, make_accelerator
-from .common import DataArguments, command_main, load_trained_model, setup_logging
+from .common import DEFAULT_TRAINED_CNN, DataArguments, command_main, load_trained_model, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,10 @@ ATTACKS = ("active_subspace", "uap", "random")
 class AttackArguments:
     """Which model, which attacks, which norms."""
 
-    model_name_or_path: str = field(default="outputs/vgg/model", metadata={"help": "Local dir or Hub id."})
+    model_name_or_path: str = field(
+        default=DEFAULT_TRAINED_CNN,
+        metadata={"help": "Local dir or Hub id (default: where train-cnn saves)."},
+    )
     attacks: list[str] = field(
         default_factory=lambda: list(ATTACKS), metadata={"help": "Any of " + ", ".join(ATTACKS)}
     )

@@ -1,7 +1,7 @@
 """Count the active neurons of every layer of a trained VGG-style classifier, build its ASNet, compare both,
 save and push.
 
-accelerate launch scripts/build_asnet.py --model_name_or_path outputs/vgg/model \\
+accelerate launch scripts/build_asnet.py --model_name_or_path outputs/train-cnn-fashion-mnist/model \\
     --dataset /usr/share/datasets/fashion-mnist --cut 2 --finetune_epochs 2
 hf-reduce build-asnet --model_name_or_path you/vgg-digits --dataset digits
 """
@@ -20,7 +20,7 @@ from ..distillation import distill_if_better
 from ..hub import public_model_id
 from ..profiling import compare_models, cost_ratios, summary_in_words
 from ..training import TrainingArguments, evaluate_model
-from .common import DataArguments, HubArguments, command_main
+from .common import DEFAULT_TRAINED_CNN, DataArguments, HubArguments, command_main
 from .reduction import load_original, publish_reduced
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,10 @@ class ASNetArguments:
     """The original model, where to cut it, and the PCE head."""
 
     model_name_or_path: str = field(
-        default="outputs/vgg/model", metadata={"help": "The trained VGG-style model (local dir or Hub id)."}
+        default=DEFAULT_TRAINED_CNN,
+        metadata={
+            "help": "The trained VGG-style model (local dir or Hub id; default: where train-cnn saves)."
+        },
     )
     cut: int | None = field(
         default=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from argparse import RawDescriptionHelpFormatter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,6 +115,16 @@ def channel_stats(data: Any, channels: int) -> tuple[list[float], list[float]]:
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 
+def default_output_dir(command: str, dataset: str) -> str:
+    """``outputs/<command>-<data>``: each command's own default folder, so one never overwrites another's."""
+    data = Path(dataset).name if "/" in dataset and Path(dataset).exists() else dataset.replace("/", "-")
+    return f"outputs/{command}-{data or 'data'}"
+
+
+#: Where ``hf-reduce train-cnn`` saves its model by default: what the reducing commands read by default.
+DEFAULT_TRAINED_CNN = f"{default_output_dir('train-cnn', 'digits')}/model"
+
+
 def load_trained_model(model_class: Any, model_name_or_path: str, *, expected_type: str | None = None) -> Any:
     """``model_class.from_pretrained`` that refuses what would silently be wrong: no model at a local path
     (with the command that makes one), a model of another family, and weights that do not match the config
@@ -217,6 +228,11 @@ def command_main(
     )
     groups = parser.parse_args_into_dataclasses(args=argv)
     training = next((g for g in groups if isinstance(g, TrainingArguments)), None)
+    data = next((g for g in groups if isinstance(g, DataArguments)), None)
+    given = argv if argv is not None else sys.argv[1:]
+    if training is not None and not any(a == "--output_dir" or a.startswith("--output_dir=") for a in given):
+        command = run.__module__.rsplit(".", 1)[-1].replace("_", "-")
+        training.output_dir = default_output_dir(command, data.dataset if data is not None else "data")
     if training is None or not writes_output or not PartialState().is_main_process:
         summary = run(*groups)
     else:  # one run per output folder (see hf_reduce.runs)

@@ -1,6 +1,6 @@
 """Turn a trained VGG-style classifier into a MaxVol reduced-order model, compare both, save and push it.
 
-accelerate launch scripts/reduce_maxvol.py --model_name_or_path outputs/vgg/model \\
+accelerate launch scripts/reduce_maxvol.py --model_name_or_path outputs/train-cnn-fashion-mnist/model \\
     --dataset /usr/share/datasets/fashion-mnist --keep_blocks 2 --energy 0.999
 hf-reduce reduce-maxvol --model_name_or_path you/vgg-digits --dataset digits --finetune_epochs 2
 """
@@ -19,7 +19,7 @@ from ..hub import public_model_id
 from ..maxvol import SELECTIONS, reduce_model
 from ..profiling import compare_models, cost_ratios, summary_in_words
 from ..training import TrainingArguments
-from .common import DataArguments, HubArguments, command_main
+from .common import DEFAULT_TRAINED_CNN, DataArguments, HubArguments, command_main
 from .reduction import load_original, publish_reduced
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,10 @@ class ReductionArguments:
     """What to reduce and how."""
 
     model_name_or_path: str = field(
-        default="outputs/vgg/model", metadata={"help": "The trained VGG-style model (local dir or Hub id)."}
+        default=DEFAULT_TRAINED_CNN,
+        metadata={
+            "help": "The trained VGG-style model (local dir or Hub id; default: where train-cnn saves)."
+        },
     )
     keep_blocks: int | None = field(
         default=None, metadata={"help": "Conv blocks kept as they are (default: all but the last three)."}
