@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import logging
+import os
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -207,9 +208,14 @@ def label_names(dsd: DatasetDict) -> list[str]:
 
 def _resolve(source: str | Path, task: str) -> tuple[str, Any]:
     embedded = EMBEDDED_IMAGE_SOURCES if task == "image" else EMBEDDED_TEXT_SOURCES
+    other = EMBEDDED_TEXT_SOURCES if task == "image" else EMBEDDED_IMAGE_SOURCES
     name = str(source)
     if name in embedded:
         return name, None
+    if name in other:
+        raise DataSourceError(
+            f"{name!r} is a {'text' if task == 'image' else 'image'} dataset; embedded {task} sources: {list(embedded)}"
+        )
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() in _TABLE_SUFFIXES:
@@ -231,11 +237,26 @@ def _resolve(source: str | Path, task: str) -> tuple[str, Any]:
             else "class sub-folders of .txt files"
         )
         raise DataSourceError(f"folder {path} holds no {wanted}")
-    looks_like_path = name.startswith((".", "/", "~")) or Path(name).suffix.lower() in _TABLE_SUFFIXES
+    # A Hub id is "name" or "org/name": more slashes, a file suffix or a leading ./ ~ is a missing local path.
+    looks_like_path = (
+        name.startswith((".", "/", "~"))
+        or Path(name).suffix.lower() in _TABLE_SUFFIXES
+        or name.count("/") > 1
+    )
     if looks_like_path:
         raise DataSourceError(
             f"data source {name!r} does not exist. Use an existing file or folder, an embedded source "
             f"{list(embedded)}, or a Hub dataset name"
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(
+        "HF_DATASETS_OFFLINE", "0"
+    ) not in (
+        "",
+        "0",
+    ):
+        raise DataSourceError(
+            f"{name!r} is no local file or folder, and the Hub is offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): "
+            f"use an embedded source {list(embedded)} or local data"
         )
     return "hub", name
 

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from hf_reduce.cli import main
 
 
@@ -159,3 +161,25 @@ def test_the_default_chain_needs_no_paths_and_overwrites_nothing(tmp_path, monke
     assert hashlib.sha256(cnn.read_bytes()).hexdigest() == digest  # the trained CNN is untouched
     for folder in folders:
         assert (tmp_path / "outputs" / folder / "model" / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "bbc-news"], "'bbc-news' is a text dataset; embedded image sources: ['digits']"),
+        (["--max_train_samples", "-5"], "max_train_samples must be >= 1 (or left out for all rows), got -5"),
+        (["--max_train_samples", "0"], "max_train_samples must be >= 1 (or left out for all rows), got 0"),
+        (["--dataset", "data/my/set"], "data source 'data/my/set' does not exist"),
+        (["--dataset", "someone/set"], "'someone/set' is no local file or folder, and the Hub is offline"),
+        (["--metrics", "acc"], "metrics must be among ['accuracy', 'f1'], got ['acc']"),
+        (["--save_total_limit", "0"], "save_total_limit must be >= 1, got 0"),
+    ],
+)
+def test_bad_inputs_are_refused_before_any_work(args, message, tmp_path, capsys, monkeypatch):
+    # Before: --metrics acc failed after a full epoch, -5 / 0 samples crashed inside datasets, a text set went
+    # to the Hub and failed after ~25 s of retries.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["train-cnn", *args, "--max_steps", "1", "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "model").exists()

@@ -26,7 +26,9 @@ class DataArguments:
 
     dataset: str = field(
         default="digits",
-        metadata={"help": "Hub dataset name, local file/folder, or an embedded source (digits, bbc-news)."},
+        metadata={
+            "help": "Hub dataset name, local file/folder, or an embedded source (images: digits; text: bbc-news)."
+        },
     )
     image_column: str | None = field(default=None, metadata={"help": "Image column of the source."})
     text_column: str | None = field(default=None, metadata={"help": "Text column of the source."})
@@ -44,6 +46,14 @@ class DataArguments:
             "help": "Seed of the train/test split when the source has none (fixed: not the training seed)."
         },
     )
+
+    def __post_init__(self) -> None:
+        for name in ("max_train_samples", "max_test_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (or left out for all rows), got {value}")
+        if not 0 < self.test_size < 1:
+            raise ValueError(f"test_size must lie in (0, 1), got {self.test_size}")
 
     def load(self, task: str) -> Any:
         """The ``DatasetDict`` these arguments describe, for ``task`` ``"image"`` or ``"text"``."""
@@ -176,6 +186,11 @@ def prepare_image_training(
             model_class, model_name_or_path, expected_type=model_class.config_class.model_type
         )
         channels, size = model.config.num_channels, model.config.image_size
+        if image_size is not None and image_size != size:
+            raise ValueError(
+                f"--image_size {image_size} conflicts with the image_size {size} of {model_name_or_path}; drop it "
+                "(a trained model's input size is fixed)"
+            )
     else:
         channels, size = image_geometry(dsd["train"], image_size)
     if preload:
