@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
 #: What a run leaves in its folder (removed by ``--overwrite_output_dir``).
-RUN_OUTPUTS = ("checkpoints", "model", "adapter", RUN_FILE)
+RUN_OUTPUTS = ("checkpoints", "model", "adapter", "all_results.json", RUN_FILE)
 #: Arguments that do not change what a run computes (where it writes, how it logs, how it resumes).
 NOT_IN_FINGERPRINT = frozenset(
     {
@@ -99,7 +99,7 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _has_outputs(folder: Path) -> list[str]:
-    return [name for name in RUN_OUTPUTS if name != RUN_FILE and (folder / name).exists()]
+    return [name for name in ("checkpoints", "model", "adapter") if (folder / name).exists()]
 
 
 @contextmanager

@@ -75,6 +75,10 @@ class TrainingArguments:
     metrics: list[str] = field(default_factory=lambda: ["accuracy"], metadata={"help": "accuracy and/or f1."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={"help": "Experiment trackers (accelerate's): tensorboard, trackio, wandb, all or none."},
+    )
 
     def __post_init__(self) -> None:
         """Every argument checked now, before any work, with the bad value and the allowed ones."""
@@ -91,6 +95,9 @@ class TrainingArguments:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        trackers = ("none", "all", "tensorboard", "trackio", "wandb")
+        if not self.report_to or any(t not in trackers for t in self.report_to):
+            raise ValueError(f"report_to must be among {list(trackers)}, got {self.report_to}")
         unknown = [m for m in self.metrics if m not in AVAILABLE_METRICS]
         if unknown or not self.metrics:
             raise ValueError(f"metrics must be among {list(AVAILABLE_METRICS)}, got {self.metrics}")
@@ -170,13 +177,27 @@ def default_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.T
 
 def make_accelerator(args: TrainingArguments, cpu: bool | None = None) -> Accelerator:
     """The Accelerator that :func:`train` uses when none is given."""
+    trackers = [t for t in args.report_to if t != "none"]
     return Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         cpu=bool(cpu),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
         step_scheduler_with_optimizer=False,
+        log_with=("all" if "all" in trackers else trackers) or None,
+        project_dir=args.output_dir if trackers else None,
     )
+
+
+def _start_tracking(accelerator: Accelerator, args: TrainingArguments) -> bool:
+    """Start accelerate's trackers once per accelerator (logging_steps and evaluations go there)."""
+    if not accelerator.log_with:
+        return False
+    if not getattr(accelerator, "_hf_reduce_tracking", False):
+        config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(args).items()}
+        accelerator.init_trackers(Path(args.output_dir).name or "hf_reduce", config=config)
+        accelerator._hf_reduce_tracking = True
+    return True
 
 
 def _loader(
@@ -364,6 +385,7 @@ def train(
         total_steps,
         accelerator.num_processes,
     )
+    tracking = _start_tracking(accelerator, args)
     history: list[dict[str, float]] = []
     losses: list[float] = []
     metrics: dict[str, float] = {}
@@ -412,6 +434,10 @@ def train(
             if args.logging_steps and global_step % args.logging_steps == 0:
                 entry = {"step": global_step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0]}
                 history.append(entry)
+                if tracking:
+                    accelerator.log(
+                        {"train/loss": entry["loss"], "train/learning_rate": entry["lr"]}, step=global_step
+                    )
                 progress.set_postfix(loss=f"{entry['loss']:.4f}")
                 logger.info("step %d: loss %.4f lr %.3g", global_step, entry["loss"], entry["lr"])
             if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
@@ -435,10 +461,15 @@ def train(
                 {"epoch": epoch + 1, "step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
             )
             logger.info("epoch %d: %s", epoch + 1, metrics)
+            if tracking:
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=global_step)
             model.train()
         if global_step >= total_steps:
             break
     progress.close()
+    if tracking:
+        accelerator.end_training()
+        accelerator._hf_reduce_tracking = False
     accelerator.wait_for_everyone()
     return TrainOutput(
         global_step=global_step,

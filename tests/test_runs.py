@@ -67,3 +67,17 @@ def test_two_writers_never_share_a_folder_and_stale_locks_are_taken_over(tmp_pat
     with caplog.at_level("WARNING"), run_folder(tmp_path, run):  # the pid is gone now: a stale lock
         assert (tmp_path / LOCK_FILE).read_text() != str(sleeper.pid)
     assert "stale lock" in caplog.text and not (tmp_path / LOCK_FILE).exists()
+
+
+def test_report_to_tensorboard_and_all_results(tmp_path):
+    summary = _train(tmp_path, "--report_to", "tensorboard", "--logging_steps", "1")
+    events = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert events, sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/learning_rate", "eval/accuracy"} <= set(tags), tags
+    results = json.loads((tmp_path / "all_results.json").read_text())
+    assert results["test_accuracy"] == summary["test_accuracy"]
+    with pytest.raises(ValueError, match="report_to must be among"):
+        _train(tmp_path / "other", "--report_to", "tensorbored")

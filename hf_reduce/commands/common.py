@@ -226,6 +226,20 @@ def publish(
     return published
 
 
+def _write_all_results(output_dir: str, summary: dict[str, Any]) -> None:
+    """The run's final numbers as ``all_results.json`` in its folder, like the transformers examples."""
+    import json
+    import os
+
+    results = {
+        k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) and k != "model_dir"
+    }
+    path = Path(output_dir) / "all_results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def command_main(
     argument_types: tuple[type, ...],
     run: Callable[..., dict[str, Any]],
@@ -258,6 +272,7 @@ def command_main(
             resume=training.resume_from_checkpoint,
         ):
             summary = run(*groups)
+            _write_all_results(training.output_dir, summary)
     if PartialState().is_main_process:
         for title, rows in summary.get("tables", {}).items():
             print(f"{title}\n{format_table(rows)}\n")
