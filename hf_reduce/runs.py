@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .utils import pid_alive
+
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
@@ -63,16 +65,6 @@ def fingerprint(command: str, *argument_groups: Any) -> dict[str, Any]:
     return json.loads(json.dumps({"command": command, "arguments": arguments}, default=str, sort_keys=True))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     lock = folder / LOCK_FILE
@@ -83,7 +75,7 @@ def _locked(folder: Path) -> Iterator[None]:
         except FileExistsError:
             text = lock.read_text().strip() if lock.exists() else ""
             owner = int(text) if text.isdigit() else None
-            if owner is not None and owner != os.getpid() and _pid_alive(owner):
+            if owner is not None and owner != os.getpid() and pid_alive(owner):
                 raise RunFolderError(
                     f"{folder} is being written by process {owner} (its {LOCK_FILE}); wait for it, or use "
                     "another --output_dir"

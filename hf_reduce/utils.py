@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -25,7 +26,7 @@ def _strays(path: Path, kind: str) -> list[Path]:
     out = []
     for stray in path.parent.glob(f".{path.name}.{kind}-*"):
         pid = stray.name.removeprefix(f".{path.name}.{kind}-").split("-", 1)[0]
-        if not (pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid))):
+        if not (pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))):
             out.append(stray)
     return sorted(out, key=lambda p: p.stat().st_mtime)
 

@@ -13,6 +13,19 @@ print([r["label"] for r in classify(Image.new("L", (8, 8), 100))])
 """
 
 
+def _hub_child(tmp_path) -> str:
+    """The start of a child script that serves a local Hub and points huggingface_hub at it (huggingface_hub
+    reads HF_ENDPOINT at import time, hence a fresh interpreter)."""
+    return f"""
+import os, sys
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+from hub_server import LocalHub
+hub = LocalHub().__enter__()
+os.environ.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test", HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
+                  HF_HOME={str(tmp_path / "hf_home")!r})
+"""
+
+
 def test_card_renders_metrics_into_model_index(tiny_vgg_config):
     model = VGGForImageClassification(tiny_vgg_config)
     info = CardInfo(
@@ -63,13 +76,9 @@ def test_save_for_hub_is_atomic_and_safetensors_only(tmp_path, tiny_vgg_config):
 
 def test_push_pull_round_trip_through_local_hub(tmp_path):
     # huggingface_hub reads HF_ENDPOINT at import time: run the client in a fresh interpreter.
-    code = f"""
-import os, sys
-sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
-from hub_server import LocalHub
-hub = LocalHub().__enter__()
-os.environ.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test", HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
-                  HF_HOME={str(tmp_path / "hf_home")!r})
+    code = (
+        _hub_child(tmp_path)
+        + f"""
 REMOTE_PIPELINE = {REMOTE_PIPELINE!r}
 import torch, yaml
 import hf_reduce
@@ -99,20 +108,17 @@ card = ModelCard.load("tester/vgg")
 assert card.data.eval_results[0].metric_value == 0.97
 print("roundtrip-ok")
 """
+    )
     assert "roundtrip-ok" in run_python(code)
 
 
 def test_every_image_card_runs_as_written_from_a_push(tmp_path):
     # Push each family to the local Hub, then run the Python blocks of its README exactly as a visitor would:
     # the first (remote code) where hf_reduce cannot be imported, all of them in order where it can.
-    tests_dir = str(__import__("pathlib").Path(__file__).parent)
-    code = f"""
-import os, re, subprocess, sys
-sys.path.insert(0, {tests_dir!r})
-from hub_server import LocalHub
-hub = LocalHub().__enter__()
-os.environ.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test", HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
-                  HF_HOME={str(tmp_path / "hf_home")!r})
+    code = (
+        _hub_child(tmp_path)
+        + f"""
+import re, subprocess
 import hf_reduce
 from huggingface_hub import hf_hub_download
 from test_entry_points import FAMILIES, build
@@ -130,19 +136,16 @@ for family in FAMILIES:
         exec(block, namespace)
     print(family, "card-ok")
 """
+    )
     out = run_python(code, timeout=600)
     assert all(f"{family} card-ok" in out for family in ("vgg", "ode", "maxvol", "asnet")), out
 
 
 def test_a_push_replaces_the_files_of_an_earlier_push(tmp_path):
     # Before: files of an earlier push stayed in the repo forever (a VGG's modeling_vgg.py beside an ODE).
-    code = f"""
-import os, sys
-sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
-from hub_server import LocalHub
-hub = LocalHub().__enter__()
-os.environ.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test", HF_HUB_DISABLE_XET="1", HF_HUB_OFFLINE="0",
-                  HF_HOME={str(tmp_path / "hf_home")!r})
+    code = (
+        _hub_child(tmp_path)
+        + """
 import hf_reduce
 vgg = hf_reduce.VGGForImageClassification(hf_reduce.VGGConfig(layers=[4], image_size=8, num_labels=3))
 hf_reduce.push_to_hub(vgg, "tester/model")
@@ -153,4 +156,5 @@ assert "modeling_vgg.py" not in files and "configuration_vgg.py" not in files, f
 assert "modeling_ode.py" in files and "model.safetensors" in files, files
 print("replaced-ok")
 """
+    )
     assert "replaced-ok" in run_python(code)
