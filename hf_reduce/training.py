@@ -397,7 +397,10 @@ def train(
         disable=args.disable_tqdm or not accelerator.is_main_process,
     )
     model.train()
-    for epoch in range(start_epoch, num_epochs):
+    # Resuming the final checkpoint trains no further (never a step past max_steps) but still evaluates
+    # below, so the run reports and publishes exactly what the uninterrupted run did.
+    finished = global_step >= total_steps
+    for epoch in range(start_epoch, num_epochs if not finished else start_epoch):
         train_loader.set_epoch(epoch)
         loader = train_loader
         batches_done = 0
@@ -466,6 +469,17 @@ def train(
             model.train()
         if global_step >= total_steps:
             break
+    if finished and eval_dataset is not None and args.eval_strategy == "epoch":
+        metrics = evaluate_model(
+            model,
+            eval_dataset,
+            metrics=args.metrics,
+            batch_size=args.per_device_eval_batch_size,
+            data_collator=data_collator,
+            accelerator=accelerator,
+            disable_tqdm=args.disable_tqdm,
+        )
+        logger.info("resumed a finished run (step %d): %s", global_step, metrics)
     progress.close()
     if tracking:
         accelerator.end_training()

@@ -134,3 +134,22 @@ def test_non_finite_weights_are_never_saved(tmp_path, tiny_vgg_config):
 def test_every_training_argument_is_validated(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
         _args(tmp_path, **bad)
+
+
+@pytest.mark.parametrize("max_steps", [26, 30], ids=["final-step-ends-an-epoch", "final-step-mid-epoch"])
+def test_resuming_a_finished_run_reports_what_it_reported(
+    tmp_path, tiny_vgg_config, toy_image_dataset, max_steps
+):
+    # Before: at an epoch's end nothing was evaluated ("No metrics were recorded" republished); mid-epoch one
+    # more optimizer step ran (step 31 of 30).
+    args = _args(tmp_path, max_steps=max_steps, checkpointing_steps=max_steps, eval_strategy="epoch")
+    first = train(_model(tiny_vgg_config), args, toy_image_dataset, toy_image_dataset)
+    finished = _model(tiny_vgg_config)
+    args.resume_from_checkpoint = "latest"
+    again = train(finished, args, toy_image_dataset, toy_image_dataset)
+    assert again.global_step == first.global_step == max_steps
+    assert again.metrics == first.metrics and again.metrics["num_samples"] == 200
+    reference = _model(tiny_vgg_config)
+    train(reference, _args(tmp_path / "ref", max_steps=max_steps), toy_image_dataset)
+    for a, b in zip(reference.state_dict().values(), finished.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
