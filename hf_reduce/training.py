@@ -255,6 +255,7 @@ def _save_checkpoint(accelerator: Accelerator, args: TrainingArguments, state: d
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    _save_rng_state(tmp, accelerator.process_index)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state))
@@ -266,6 +267,48 @@ def _save_checkpoint(accelerator: Accelerator, args: TrainingArguments, state: d
         for _, old in kept[: max(0, len(kept) - args.save_total_limit)]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _rng_file(folder: Path, rank: int) -> Path:
+    return Path(folder) / f"rng_state_{rank}.json"
+
+
+def _save_rng_state(folder: Path, rank: int) -> None:
+    """Every random generator's state as JSON: restoring it needs no unpickling (accelerate's
+    random_states_*.pkl is loaded best-effort, and skipped with an INFO line when it fails)."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+    _rng_file(folder, rank).write_text(json.dumps(state))
+
+
+def _load_rng_state(folder: Path, rank: int) -> None:
+    import random
+
+    import numpy as np
+
+    path = _rng_file(folder, rank)
+    try:
+        state = json.loads(path.read_text())
+        random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"cannot resume exactly from {folder}: its random-generator state {path.name} is missing or unreadable "
+            f"({type(error).__name__}: {error})"
+        ) from error
 
 
 @torch.no_grad()
@@ -365,14 +408,20 @@ def train(
         num_warmup_steps=int(args.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-    # The scheduler steps once per optimizer step here; accelerate only needs to checkpoint it.
-    accelerator.register_for_checkpointing(scheduler)
+    # The scheduler's state goes into trainer_state.json (not accelerate's custom-object pickle, which
+    # load_state would unpickle unrestricted), and the RNG states into rng_state_<rank>.json.
 
     global_step, start_epoch, skip_batches = 0, 0, 0
     if args.resume_from_checkpoint:
         checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / STATE_FILE).read_text())
+        if "scheduler" not in state:
+            raise ValueError(
+                f"checkpoint {checkpoint} holds no scheduler state in {STATE_FILE}; it cannot resume exactly"
+            )
+        scheduler.load_state_dict(state["scheduler"])
+        _load_rng_state(checkpoint, accelerator.process_index)
         global_step = state["global_step"]
         start_epoch = state["epoch"]
         skip_batches = state["batches_in_epoch"]
@@ -447,7 +496,7 @@ def train(
                 state = {"global_step": global_step, "epoch": epoch, "batches_in_epoch": batches_done}
                 if batches_done >= len(train_loader):  # the epoch is complete: resume at the next one
                     state.update(epoch=epoch + 1, batches_in_epoch=0)
-                _save_checkpoint(accelerator, args, state)
+                _save_checkpoint(accelerator, args, {**state, "scheduler": scheduler.state_dict()})
             if global_step >= total_steps:
                 break
         if eval_dataset is not None and args.eval_strategy == "epoch":

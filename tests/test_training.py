@@ -153,3 +153,31 @@ def test_resuming_a_finished_run_reports_what_it_reported(
     train(reference, _args(tmp_path / "ref", max_steps=max_steps), toy_image_dataset)
     for a, b in zip(reference.state_dict().values(), finished.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_resume_unpickles_nothing_and_refuses_missing_state(tmp_path, tiny_vgg_config, toy_image_dataset):
+    # Before: the LR scheduler went through accelerate's custom-object pickle, which load_state unpickled
+    # unrestricted (a planted payload ran); an unreadable RNG file was skipped with an INFO line.
+    import pickle
+
+    args = _args(tmp_path, max_steps=6, checkpointing_steps=3)
+    train(_model(tiny_vgg_config), args, toy_image_dataset)
+    checkpoint = find_checkpoint(args.output_dir)
+    assert not list(checkpoint.glob("custom_checkpoint_*"))
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    planted = checkpoint / "custom_checkpoint_0.pkl"
+    planted.write_bytes(pickle.dumps(Payload()))
+    args.resume_from_checkpoint = "latest"
+    with pytest.raises(RuntimeError, match="custom checkpoints"):  # accelerate refuses the stray pickle
+        train(_model(tiny_vgg_config), args, toy_image_dataset)
+    assert not marker.exists()  # and nothing was unpickled
+    planted.unlink()
+    train(_model(tiny_vgg_config), args, toy_image_dataset)  # a clean checkpoint resumes
+    (checkpoint / "rng_state_0.json").write_text("{not json")
+    with pytest.raises(ValueError, match="random-generator state rng_state_0.json is missing or unreadable"):
+        train(_model(tiny_vgg_config), args, toy_image_dataset)
