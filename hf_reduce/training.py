@@ -370,6 +370,7 @@ def train(
     optimizer: torch.optim.Optimizer | None = None,
     accelerator: Accelerator | None = None,
     on_step_end: Callable[[int, torch.nn.Module], None] | None = None,
+    stateful: dict[str, Any] | None = None,
 ) -> TrainOutput:
     """Train ``model`` on ``train_dataset``; evaluate on ``eval_dataset`` after each epoch.
 
@@ -382,6 +383,8 @@ def train(
         optimizer: a custom optimizer (e.g. per-group learning rates); AdamW/SGD over trainable params if None.
         accelerator: an existing Accelerator; one is made from ``args`` otherwise.
         on_step_end: called with ``(global_step, model)`` after each optimizer step.
+        stateful: further random sources that shape training (``{name: obj}`` with JSON-able
+            ``state_dict()`` / ``load_state_dict()``: solver samplers...), checkpointed and restored with the rest.
 
     Returns:
         :class:`TrainOutput`. The trained weights are in ``model`` (unwrapped).
@@ -422,6 +425,12 @@ def train(
             )
         scheduler.load_state_dict(state["scheduler"])
         _load_rng_state(checkpoint, accelerator.process_index)
+        for name, obj in (stateful or {}).items():
+            if name not in state.get("stateful", {}):
+                raise ValueError(
+                    f"checkpoint {checkpoint} holds no state for {name!r}; it cannot resume exactly"
+                )
+            obj.load_state_dict(state["stateful"][name])
         global_step = state["global_step"]
         start_epoch = state["epoch"]
         skip_batches = state["batches_in_epoch"]
@@ -496,7 +505,10 @@ def train(
                 state = {"global_step": global_step, "epoch": epoch, "batches_in_epoch": batches_done}
                 if batches_done >= len(train_loader):  # the epoch is complete: resume at the next one
                     state.update(epoch=epoch + 1, batches_in_epoch=0)
-                _save_checkpoint(accelerator, args, {**state, "scheduler": scheduler.state_dict()})
+                extra = {name: obj.state_dict() for name, obj in (stateful or {}).items()}
+                _save_checkpoint(
+                    accelerator, args, {**state, "scheduler": scheduler.state_dict(), "stateful": extra}
+                )
             if global_step >= total_steps:
                 break
         if eval_dataset is not None and args.eval_strategy == "epoch":

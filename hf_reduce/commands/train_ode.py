@@ -295,6 +295,7 @@ def run(
         accelerator=accelerator,
         loss_fn=loss,
         on_step_end=on_step_end,
+        stateful={"solver_sampler": sampler} if isinstance(sampler, SolverSampler) else None,
     )
     model = accelerator.unwrap_model(model)
     model.set_solver()  # the config's solver (or ensemble) from now on

@@ -102,10 +102,26 @@ def _uniform_grid(n_steps: int) -> Callable[[Any, torch.Tensor, torch.Tensor], t
 
 
 class SolverSampler:
-    """Yields the solver for the next training batch."""
+    """Yields the solver for the next training batch.
+
+    ``state_dict()`` / ``load_state_dict()`` hold its random generator (JSON-able), so that a checkpointed run
+    draws the same solvers after a resume as without the interruption."""
+
+    rng: random.Random | None = None
 
     def sample(self) -> SolverSpec:
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.rng is None:
+            return {}
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.rng is not None:
+            version, internal, gauss = state["rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
 
     @property
     def default(self) -> SolverSpec:
