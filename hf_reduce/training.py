@@ -269,6 +269,33 @@ def _save_checkpoint(accelerator: Accelerator, args: TrainingArguments, state: d
     accelerator.wait_for_everyone()
 
 
+def _keep_only(names: set[str]) -> Callable:
+    """An accelerate save-state hook that keeps only ``names`` in the saved model state."""
+
+    def hook(models: list, weights: list, output_dir: str) -> None:
+        for i, state in enumerate(weights):
+            weights[i] = {k: v for k, v in state.items() if k in names}
+
+    return hook
+
+
+def _check_saved_names(checkpoint: Path, trainable: set[str]) -> None:
+    """An adapter checkpoint must hold exactly the run's trainable parameters (loaded non-strictly)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(checkpoint).glob("model*.safetensors"))
+    if not files:
+        raise ValueError(f"checkpoint {checkpoint} holds no model*.safetensors")
+    with safe_open(str(files[0]), "pt") as handle:
+        saved = set(handle.keys())
+    if saved != trainable:
+        missing, extra = sorted(trainable - saved), sorted(saved - trainable)
+        raise ValueError(
+            f"checkpoint {checkpoint} does not hold this run's trainable parameters: missing {missing[:3]}, "
+            f"unexpected {extra[:3]}"
+        )
+
+
 def _rng_file(folder: Path, rank: int) -> Path:
     return Path(folder) / f"rng_state_{rank}.json"
 
@@ -414,10 +441,17 @@ def train(
     # The scheduler's state goes into trainer_state.json (not accelerate's custom-object pickle, which
     # load_state would unpickle unrestricted), and the RNG states into rng_state_<rank>.json.
 
+    # Adapter runs (PEFT models) checkpoint their trainable parameters only, not the frozen base model.
+    adapter_run = isinstance(getattr(accelerator.unwrap_model(model), "peft_config", None), dict)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    hook = accelerator.register_save_state_pre_hook(_keep_only(trainable)) if adapter_run else None
+
     global_step, start_epoch, skip_batches = 0, 0, 0
     if args.resume_from_checkpoint:
         checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
-        accelerator.load_state(str(checkpoint))
+        if adapter_run:
+            _check_saved_names(checkpoint, trainable)
+        accelerator.load_state(str(checkpoint), strict=not adapter_run)
         state = json.loads((checkpoint / STATE_FILE).read_text())
         if "scheduler" not in state:
             raise ValueError(
@@ -542,6 +576,8 @@ def train(
         )
         logger.info("resumed a finished run (step %d): %s", global_step, metrics)
     progress.close()
+    if hook is not None:
+        hook.remove()
     if tracking:
         accelerator.end_training()
         accelerator._hf_reduce_tracking = False
