@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .utils import pid_alive
+from .utils import pid_alive, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,5 @@ def run_folder(
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-        tmp = record.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, record)
+        write_json_atomic(record, run)
         yield folder

@@ -492,6 +492,19 @@ def train(
     # Resuming the final checkpoint trains no further (never a step past max_steps) but still evaluates
     # below, so the run reports and publishes exactly what the uninterrupted run did.
     finished = global_step >= total_steps
+    evaluating = eval_dataset is not None and args.eval_strategy == "epoch"
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_model(
+            model,
+            eval_dataset,
+            metrics=args.metrics,
+            batch_size=args.per_device_eval_batch_size,
+            data_collator=data_collator,
+            accelerator=accelerator,
+            disable_tqdm=args.disable_tqdm,
+        )
+
     for epoch in range(start_epoch, num_epochs if not finished else start_epoch):
         train_loader.set_epoch(epoch)
         loader = train_loader
@@ -545,16 +558,8 @@ def train(
                 )
             if global_step >= total_steps:
                 break
-        if eval_dataset is not None and args.eval_strategy == "epoch":
-            metrics = evaluate_model(
-                model,
-                eval_dataset,
-                metrics=args.metrics,
-                batch_size=args.per_device_eval_batch_size,
-                data_collator=data_collator,
-                accelerator=accelerator,
-                disable_tqdm=args.disable_tqdm,
-            )
+        if evaluating:
+            metrics = evaluate()
             history.append(
                 {"epoch": epoch + 1, "step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
             )
@@ -564,16 +569,8 @@ def train(
             model.train()
         if global_step >= total_steps:
             break
-    if finished and eval_dataset is not None and args.eval_strategy == "epoch":
-        metrics = evaluate_model(
-            model,
-            eval_dataset,
-            metrics=args.metrics,
-            batch_size=args.per_device_eval_batch_size,
-            data_collator=data_collator,
-            accelerator=accelerator,
-            disable_tqdm=args.disable_tqdm,
-        )
+    if finished and evaluating:
+        metrics = evaluate()
         logger.info("resumed a finished run (step %d): %s", global_step, metrics)
     progress.close()
     if hook is not None:

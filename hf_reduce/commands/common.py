@@ -228,16 +228,12 @@ def publish(
 
 def _write_all_results(output_dir: str, summary: dict[str, Any]) -> None:
     """The run's final numbers as ``all_results.json`` in its folder, like the transformers examples."""
-    import json
-    import os
+    from ..utils import write_json_atomic
 
     results = {
         k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) and k != "model_dir"
     }
-    path = Path(output_dir) / "all_results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(Path(output_dir) / "all_results.json", results)
 
 
 def command_main(

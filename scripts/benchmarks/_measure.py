@@ -26,14 +26,10 @@ def saved_tensor_bytes(counter: dict[str, int]):
 
 def write_results(name: str, payload) -> str:
     """Write ``payload`` as ``scripts/benchmarks/results/<name>.json`` (to a temporary file, then renamed)."""
-    import json
-    import os
     from pathlib import Path
+
+    from hf_reduce.utils import write_json_atomic
 
     folder = Path(__file__).resolve().parent / "results"
     folder.mkdir(exist_ok=True)
-    path = folder / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return str(path)
+    return str(write_json_atomic(folder / f"{name}.json", payload))
