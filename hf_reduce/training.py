@@ -258,15 +258,32 @@ def _save_checkpoint(accelerator: Accelerator, args: TrainingArguments, state: d
     _save_rng_state(tmp, accelerator.process_index)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state))
-        shutil.rmtree(final, ignore_errors=True)
+        (tmp / STATE_FILE).write_text(json.dumps(state))  # last: a folder without it is not a checkpoint
+        if final.exists():
+            _discard(final)
         tmp.rename(final)
         kept = sorted(
             (int(m.group(1)), p) for p in root.glob("step_*") if (m := _CHECKPOINT_RE.match(p.name))
         )
         for _, old in kept[: max(0, len(kept) - args.save_total_limit)]:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
     accelerator.wait_for_everyone()
+
+
+def _discard(checkpoint: Path) -> None:
+    """Delete a checkpoint by renaming it out of sight first, so a kill mid-deletion never leaves a
+    half-deleted ``step_N`` that looks like a checkpoint (the hidden leftover is removed on the next run)."""
+    hidden = checkpoint.with_name(f".del_{checkpoint.name}")
+    shutil.rmtree(hidden, ignore_errors=True)
+    checkpoint.rename(hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _remove_stray_checkpoints(output_dir: str | os.PathLike) -> None:
+    """Remove what a killed run left half-written (``.tmp_step_N``) or half-deleted (``.del_step_N``).
+    One writer per output folder is assumed (the CLI holds :mod:`hf_reduce.runs`' run.lock)."""
+    for stray in sorted((Path(output_dir) / "checkpoints").glob(".*_step_*")):
+        shutil.rmtree(stray, ignore_errors=True)
 
 
 def _keep_only(names: set[str]) -> Callable:
@@ -446,6 +463,8 @@ def train(
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     hook = accelerator.register_save_state_pre_hook(_keep_only(trainable)) if adapter_run else None
 
+    if accelerator.is_main_process:
+        _remove_stray_checkpoints(args.output_dir)
     global_step, start_epoch, skip_batches = 0, 0, 0
     if args.resume_from_checkpoint:
         checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
