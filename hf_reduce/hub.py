@@ -256,6 +256,25 @@ def _check_finite(model: Any) -> None:
         )
 
 
+def _save_kwargs(model: Any) -> dict[str, Any]:
+    """For a PEFT model whose base was loaded from a local folder, answer PEFT's ``save_embedding_layers="auto"``
+    question here: was the vocabulary resized? "auto" asks the Hub for the base's config instead, which offline
+    means retries and a warning on every save. Anything else keeps PEFT's own "auto"."""
+    if not isinstance(getattr(model, "peft_config", None), dict):
+        return {}
+    base = model.get_base_model()
+    local = Path(getattr(base.config, "_name_or_path", "") or "")
+    targeted = any(
+        "embed" in name and p.requires_grad
+        for name, p in model.named_parameters()
+        if "modules_to_save" not in name
+    )
+    if targeted or not (local / "config.json").is_file() or base.get_input_embeddings() is None:
+        return {}
+    original = json.loads((local / "config.json").read_text()).get("vocab_size")
+    return {"save_embedding_layers": original != base.get_input_embeddings().num_embeddings}
+
+
 def save_for_hub(
     model: Any, folder: str | Path, info: CardInfo, *, repo_id: str = "your-name/your-model"
 ) -> Path:
@@ -265,7 +284,8 @@ def save_for_hub(
     _check_finite(model)
     card = render_model_card(model, info, repo_id=repo_id)
     with atomic_directory(folder) as staging:
-        model.save_pretrained(str(staging), safe_serialization=True)  # image models: + their processor
+        # image models: + their processor
+        model.save_pretrained(str(staging), safe_serialization=True, **_save_kwargs(model))
         pickled = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
         if pickled:
             raise RuntimeError(f"refusing to publish pickled weights {pickled}: only safetensors are allowed")

@@ -24,10 +24,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .metrics import load_metric
+from .progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,12 @@ class TrainOutput:
     metrics: dict[str, float]
     log_history: list[dict[str, float]]
     train_runtime: float
+
+
+def _in_brief(metrics: dict[str, float]) -> str:
+    """``accuracy 0.9667, f1 0.9650 (360 samples)``: a metrics dict as one short log line."""
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "num_samples")
+    return f"{shown} ({metrics['num_samples']} samples)" if "num_samples" in metrics else shown
 
 
 def default_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, Any]:
@@ -381,7 +387,7 @@ def evaluate_model(
     model.eval()
     modules = {name: load_metric(name) for name in metrics}
     n_seen = 0
-    for batch in tqdm(
+    for batch in progress(
         loader, desc=desc, disable=disable_tqdm or not accelerator.is_main_process, leave=False
     ):
         labels = batch["labels"]
@@ -489,19 +495,20 @@ def train(
         skip_batches = state["batches_in_epoch"]
         logger.info("resumed from %s at step %d (epoch %d)", checkpoint, global_step, start_epoch)
 
+    processes = f" on {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""
     logger.info(
-        "training: %d examples, %d epochs, %d optimizer steps, %d processes",
+        "training on %d examples: %d epoch(s), %d optimizer steps%s",
         len(train_dataset),
         num_epochs,
         total_steps,
-        accelerator.num_processes,
+        processes,
     )
     tracking = _start_tracking(accelerator, args)
     history: list[dict[str, float]] = []
     losses: list[float] = []
     metrics: dict[str, float] = {}
     started = time.perf_counter()
-    progress = tqdm(
+    bar = progress(
         total=total_steps,
         initial=global_step,
         desc="train",
@@ -553,7 +560,7 @@ def train(
                 continue
             scheduler.step()
             global_step += 1
-            progress.update(1)
+            bar.update(1)
             losses.append(sum(running) / len(running))
             running = []
             if on_step_end is not None:
@@ -565,8 +572,8 @@ def train(
                     accelerator.log(
                         {"train/loss": entry["loss"], "train/learning_rate": entry["lr"]}, step=global_step
                     )
-                progress.set_postfix(loss=f"{entry['loss']:.4f}")
-                logger.info("step %d: loss %.4f lr %.3g", global_step, entry["loss"], entry["lr"])
+                bar.set_postfix(loss=f"{entry['loss']:.4f}")
+                logger.debug("step %d: loss %.4f lr %.3g", global_step, entry["loss"], entry["lr"])
             if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
                 state = {"global_step": global_step, "epoch": epoch, "batches_in_epoch": batches_done}
                 if batches_done >= len(train_loader):  # the epoch is complete: resume at the next one
@@ -582,7 +589,10 @@ def train(
             history.append(
                 {"epoch": epoch + 1, "step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
             )
-            logger.info("epoch %d: %s", epoch + 1, metrics)
+            # Quiet: earlier epochs go to the bar and the debug log, the last one to the log.
+            last = global_step >= total_steps or epoch + 1 == num_epochs
+            logger.log(logging.INFO if last else logging.DEBUG, "epoch %d: %s", epoch + 1, _in_brief(metrics))
+            bar.set_postfix({f"eval_{k}": f"{v:.4f}" for k, v in metrics.items() if k != "num_samples"})
             if tracking:
                 accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=global_step)
             model.train()
@@ -590,8 +600,8 @@ def train(
             break
     if finished and evaluating:
         metrics = evaluate()
-        logger.info("resumed a finished run (step %d): %s", global_step, metrics)
-    progress.close()
+        logger.info("resumed a finished run (step %d): %s", global_step, _in_brief(metrics))
+    bar.close()
     if hook is not None:
         hook.remove()
     if tracking:

@@ -44,12 +44,12 @@ ANTICIPATED = (ValueError, FileNotFoundError, NotImplementedError, OSError, Arit
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: hf-reduce <command> [options] [--debug]", "", "commands:"]
+    lines = ["usage: hf-reduce <command> [options] [--verbose] [--debug]", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += [
         "",
-        "Run 'hf-reduce <command> --help' for a command's options; --debug (or HF_REDUCE_DEBUG=1) shows the",
-        "traceback of an error.",
+        "Run 'hf-reduce <command> --help' for a command's options. --verbose (or HF_REDUCE_VERBOSE=1) shows",
+        "every log line and library warning; --debug (or HF_REDUCE_DEBUG=1) the traceback of an error.",
     ]
     return "\n".join(lines)
 

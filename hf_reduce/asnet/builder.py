@@ -16,9 +16,9 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..maxvol.rom import block_parts
+from ..progress import progress
 from .configuration_asnet import ASNetConfig
 from .modeling_asnet import ASNetForImageClassification
 from .pce import fit_l1, fit_least_squares, hermite_features, total_degree_terms
@@ -33,7 +33,7 @@ def _pre_model_outputs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flattened pre-model outputs and the original logits for ``max_samples`` samples."""
     features, logits, seen = [], [], 0
-    for batch in tqdm(dataloader, desc="fitting data", leave=False):
+    for batch in progress(dataloader, desc="fitting data", leave=False):
         x = (batch["pixel_values"] if isinstance(batch, dict) else batch[0])[: max_samples - seen].to(device)
         hidden = model.normalize(x)
         for block in list(model.features)[:cut]:
@@ -140,7 +140,7 @@ def build_asnet(
         "fit_relative_error": round(fit_error, 6),
         "fit_agreement_with_original": round(agreement, 6),
     }
-    logger.info("ASNet cut %d, rank %d, %d PCE terms: fit error %.4f", cut, rank, config.n_terms, fit_error)
+    logger.debug("ASNet cut %d, rank %d, %d PCE terms: fit error %.4f", cut, rank, config.n_terms, fit_error)
     for kept, original in zip(asnet.pre_model, blocks, strict=False):
         kept.load_state_dict(original.state_dict(), strict=False)
     asnet.projection.weight.copy_((V / std).T.float())

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from ..progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def active_subspaces(
     neurons: dict[str, int] = {}
     seen = 0
     try:
-        for batch in tqdm(dataloader, desc="active subspaces", leave=False):
+        for batch in progress(dataloader, desc="active subspaces", leave=False):
             x, labels = _batch_inputs(batch, device)
             x = x[: max_samples - seen].requires_grad_(input_layer in layers)
             labels = labels[: len(x)]
@@ -169,7 +170,7 @@ def active_subspaces(
         out[name] = ActiveSubspace(
             name, neurons[name], eigenvalues, directions, threshold, seen, exact=not sketches[name].shrunk
         )
-        logger.info("%s: %d of %d neurons active", name, out[name].n_active, neurons[name])
+        logger.debug("%s: %d of %d neurons active", name, out[name].n_active, neurons[name])
     return out
 
 

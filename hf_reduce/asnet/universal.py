@@ -124,7 +124,7 @@ def active_subspace_attack(
         if rates[best] <= best_rate:
             break
         delta, best_rate = candidates[best], rates[best]
-        logger.info("active-subspace attack, iteration %d: fooling rate %.4f", it + 1, best_rate)
+        logger.debug("active-subspace attack, iteration %d: fooling rate %.4f", it + 1, best_rate)
     return delta
 
 
@@ -184,7 +184,7 @@ def deepfool_uap(
                 step = _deepfool_step(model, x, int(clean[i]), num_classes, deepfool_iters, overshoot)
                 delta = project_l2(delta + step, eps)
         rate = float(_fooled(model, images, clean, delta).float().mean())
-        logger.info("UAP pass %d: fooling rate %.4f", p + 1, rate)
+        logger.debug("UAP pass %d: fooling rate %.4f", p + 1, rate)
         if rate >= target_fooling:
             break
     return delta

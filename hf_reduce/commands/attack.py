@@ -118,7 +118,7 @@ def run(data_args: DataArguments, args: AttackArguments, training_args: Training
                     "max norm": max(r["norm"] for r in results),
                 }
             )
-            logger.info("eps %g %s: error %.4f", eps, name, rows[-1]["error"])
+            logger.debug("eps %g %s: error %.4f", eps, name, rows[-1]["error"])
     return {"model": model, "tables": {"Universal attacks": rows}, "eval_samples": n_eval}
 
 

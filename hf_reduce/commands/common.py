@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import textwrap
 from argparse import RawDescriptionHelpFormatter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from ..hub import CardInfo, push_to_hub, save_for_hub
 from ..profiling import count_parameters  # noqa: F401  (re-exported for the commands)
 from ..runs import fingerprint, run_folder
 from ..training import TrainingArguments
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,25 +91,50 @@ class HubArguments:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/model-name)")
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table for terminals (the CLI's and benchmarks' output)."""
+def format_table(rows: list[dict[str, Any]], max_width: int = 100) -> str:
+    """A plain-text table for terminals (the CLI's and benchmarks' output), at most ``max_width`` columns
+    wide where words allow: the widest columns wrap onto further lines first."""
     if not rows:
         return ""
     columns = list(dict.fromkeys(k for row in rows for k in row))
 
     def cell(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value)
+        if isinstance(value, int) and abs(value) >= 10_000:
+            return f"{value:,}"
         if isinstance(value, float):
             if value != 0 and abs(value) < 1e-3:
                 return f"{value:.2e}"
             return f"{value:.4f}" if abs(value) < 1000 else f"{value:.4g}"
         return str(value)
 
-    cells = [[cell(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
+    table = [columns, *([cell(row.get(c, "")) for c in columns] for row in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    # The narrowest a column can get: its longest word (words are never broken).
+    floors = [max(len(w) for r in table for w in (r[i].split() or [""])) for i in range(len(columns))]
+    while sum(widths) + 2 * (len(widths) - 1) > max_width:
+        shrinkable = [i for i in range(len(widths)) if widths[i] > floors[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+
+    def render(values: list[str]) -> list[str]:
+        wrapped = [
+            textwrap.wrap(v, w, break_long_words=False) or [""] for v, w in zip(values, widths, strict=True)
+        ]
+        height = max(len(lines) for lines in wrapped)
+        return [
+            "  ".join(
+                (lines[k] if k < len(lines) else "").ljust(w)
+                for lines, w in zip(wrapped, widths, strict=True)
+            ).rstrip()
+            for k in range(height)
+        ]
+
     rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join([line, rule, *body])
+    return "\n".join([*render(table[0]), rule, *(line for r in table[1:] for line in render(r))])
 
 
 def image_geometry(dataset: Any, image_size: int | None) -> tuple[int, int]:
@@ -206,11 +235,55 @@ def prepare_image_training(
     return model, train_data, test_data, collate
 
 
+#: Set by ``--verbose`` (or ``HF_REDUCE_VERBOSE=1``): every log line and peer warning, with timestamps.
+VERBOSE_ENV = "HF_REDUCE_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def pop_verbose(argv: list[str] | None) -> list[str]:
+    """``argv`` without ``--verbose``, which switches :func:`setup_logging` to verbose for this process."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:
+        os.environ[VERBOSE_ENV] = "1"
+    return [a for a in argv if a != "--verbose"]
+
+
+class _BriefFormatter(logging.Formatter):
+    """INFO lines as bare messages; warnings and errors keep their level and source."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {record.getMessage()}"
+
+
 def setup_logging(main_process: bool = True) -> None:
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if main_process else logging.WARNING,
+    """Quiet by default: our own INFO lines (what is loaded, where it is saved, the final metrics) and every
+    warning or error. The peers' INFO chatter, their progress bars (weights loading, shard writing,
+    tokenising) and their LOAD REPORT tables are hidden; ``--verbose`` shows everything."""
+    loud = verbose()
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s") if loud else _BriefFormatter()
     )
+    logging.basicConfig(level=logging.INFO if loud else logging.WARNING, handlers=[handler])
+    ours = logging.DEBUG if loud else logging.INFO
+    logging.getLogger("hf_reduce").setLevel(ours if main_process else logging.WARNING)
+    if loud:
+        return
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
 
 
 def publish(
@@ -218,6 +291,7 @@ def publish(
 ) -> dict[str, str]:
     """Save ``model`` with its card into ``folder`` (atomically) and push it when asked."""
     save_for_hub(model, folder, info, repo_id=hub_args.hub_model_id or default_repo)
+    logger.info("saved %s", folder)
     published = {"dir": str(folder)}
     if hub_args.push_to_hub:
         published["hub_commit"] = push_to_hub(
@@ -248,14 +322,14 @@ def command_main(
     """Parse ``argv`` into the argument dataclasses, ``run`` them and print the summary table (on the main
     process). Returns ``run``'s summary. A command that ``writes_output`` holds its ``--output_dir`` for the
     run (refusing another run's folder, see :mod:`hf_reduce.runs`)."""
+    argv = pop_verbose(argv)
     parser = HfArgumentParser(
         argument_types, prog=prog, description=description, formatter_class=RawDescriptionHelpFormatter
     )
     groups = parser.parse_args_into_dataclasses(args=argv)
     training = next((g for g in groups if isinstance(g, TrainingArguments)), None)
     data = next((g for g in groups if isinstance(g, DataArguments)), None)
-    given = argv if argv is not None else sys.argv[1:]
-    if training is not None and not any(a == "--output_dir" or a.startswith("--output_dir=") for a in given):
+    if training is not None and not any(a == "--output_dir" or a.startswith("--output_dir=") for a in argv):
         command = run.__module__.rsplit(".", 1)[-1].replace("_", "-")
         training.output_dir = default_output_dir(command, data.dataset if data is not None else "data")
     if training is None or not writes_output or not PartialState().is_main_process:

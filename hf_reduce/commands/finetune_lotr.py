@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,22 +106,41 @@ def adapter_config(args: AdapterArguments) -> LoTRConfig | LoraConfig:
     )
 
 
+@contextmanager
+def peft_deprecation_silenced() -> Iterator[None]:
+    """Wrapping a model, PEFT reads transformers' deprecated ``is_gradient_checkpointing`` (a FutureWarning
+    meant for PEFT's maintainers, harmless to our users)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def build_model(args: AdapterArguments, labels: list[str]) -> tuple[Any, Any, str]:
     """``(peft_model, tokenizer, base_model_id)`` for ``labels``."""
     path = args.model_name_or_path or bundled_minilm_path()
     # The Hub id the adapter belongs to, never a local path (the bundled MiniLM lives in site-packages).
     base_id = public_model_id(args.model_name_or_path) if args.model_name_or_path else BUNDLED_MINILM_ID
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model, loading = AutoModelForSequenceClassification.from_pretrained(
         path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
+        output_loading_info=True,
     )
+    # transformers reports the new head as a table of MISSING keys (hidden unless --verbose): say it once here.
+    if loading["missing_keys"]:
+        logger.info(
+            "loaded %s with a new %d-label classification head (%s), trained with the adapter",
+            base_id,
+            len(labels),
+            ", ".join(sorted(loading["missing_keys"])),
+        )
     if tokenizer.pad_token is None:  # decoder-only checkpoints
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
-    peft_model = get_peft_model(model, adapter_config(args))
+    with peft_deprecation_silenced():
+        peft_model = get_peft_model(model, adapter_config(args))
     # get_peft_model records the base's _name_or_path (here a local folder): set the public id after it.
     for adapter in peft_model.peft_config.values():
         adapter.base_model_name_or_path = base_id

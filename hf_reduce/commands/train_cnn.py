@@ -110,7 +110,6 @@ def run(
         )
         summary["model_dir"] = published.pop("dir")
         summary.update(published)
-        logger.info("saved %s", summary["model_dir"])
     accelerator.wait_for_everyone()
     summary["model"] = accelerator.unwrap_model(model)
     return summary

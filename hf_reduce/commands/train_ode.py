@@ -246,7 +246,7 @@ def robustness_rows(
                     return m(pixel_values=adversarial).logits
 
             row[name] = _accuracy(model, data, accelerator, forward=attacked, desc=name)
-        logger.info("robustness %s", row)
+        logger.debug("robustness %s", row)
         rows.append(row)
     return rows
 
@@ -366,7 +366,6 @@ def run(
         published = publish(model, Path(training_args.output_dir) / "model", info, hub_args, "your-name/ode")
         summary["model_dir"] = published.pop("dir")
         summary.update(published)
-        logger.info("saved %s", summary["model_dir"])
     accelerator.wait_for_everyone()
     summary["model"] = model
     summary["tables"] = tables

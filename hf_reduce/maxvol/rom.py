@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ..progress import progress
 from .algorithm import maxvol, rect_maxvol
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def _collect(
     """Activations (samples x neurons) of the tail's input and of every tail block's output."""
     outputs: list[list[torch.Tensor]] = [[] for _ in range(len(blocks) - keep + 1)]
     seen = 0
-    for batch in tqdm(dataloader, desc="sampling activations", leave=False):
+    for batch in progress(dataloader, desc="sampling activations", leave=False):
         pixels = (batch["pixel_values"] if isinstance(batch, dict) else batch[0]).to(device)
         hidden = model.normalize(pixels)
         for i, block in enumerate(blocks):
@@ -229,7 +229,7 @@ def reduce_tail(
     subspaces = []
     for k, (acts, r) in enumerate(zip(activations, ranks, strict=True)):
         sub = select_neurons(acts, r, energy, selection, rect_tol, max_neurons_factor)
-        logger.info(
+        logger.debug(
             "subspace %d (%d neurons): rank %d keeps %.5f of the energy, %d neurons selected",
             k,
             acts.shape[1],

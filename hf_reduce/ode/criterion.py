@@ -79,7 +79,7 @@ def solver_overfitting(
         )
         if role != "other member" and role != "training solver":
             report.max_drop = max(report.max_drop, reference - accuracy)
-        logger.info("solver %s (%s): accuracy %.4f", spec.label(), role, accuracy)
+        logger.debug("solver %s (%s): accuracy %.4f", spec.label(), role, accuracy)
     report.reference_accuracy = float(reference)
     report.overfits = report.max_drop > threshold
     return report
