@@ -132,7 +132,8 @@ def model_family(model: Any) -> str:
     return str(model_type).removeprefix("hf_reduce_")
 
 
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of ``rows`` (model cards, reports)."""
     if not rows:
         return ""
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -215,9 +216,9 @@ def render_model_card(
         info=info,
         dataset_label=dataset_label,
         base_model=base_model,
-        metrics_table=_markdown_table(metric_rows),
-        results_table=_markdown_table(info.results),
-        tables={title: _markdown_table(rows) for title, rows in info.tables.items()},
+        metrics_table=markdown_table(metric_rows),
+        results_table=markdown_table(info.results),
+        tables={title: markdown_table(rows) for title, rows in info.tables.items()},
         training_args_json=json.dumps(_public(info.training_args), indent=2, default=str),
         config=config,
         config_json=_config_json(config),

@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
-#: What a run leaves in its folder (removed by ``--overwrite_output_dir``).
-RUN_OUTPUTS = ("checkpoints", "model", "adapter", "all_results.json", RUN_FILE)
+#: What a run leaves in its folder (removed by ``--overwrite_output_dir``); the first ones mark a finished or
+#: resumable run.
+RESULTS = ("checkpoints", "model", "adapter", "attack_results.json")
+RUN_OUTPUTS = (*RESULTS, "attack_results.md", "all_results.json", RUN_FILE)
 #: Arguments that do not change what a run computes (where it writes, how it logs, how it resumes).
 NOT_IN_FINGERPRINT = frozenset(
     {
@@ -91,15 +93,21 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _has_outputs(folder: Path) -> list[str]:
-    return [name for name in ("checkpoints", "model", "adapter") if (folder / name).exists()]
+    return [name for name in RESULTS if (folder / name).exists()]
 
 
 @contextmanager
 def run_folder(
-    output_dir: str | os.PathLike, run: dict[str, Any], *, overwrite: bool = False, resume: str | None = None
+    output_dir: str | os.PathLike,
+    run: dict[str, Any],
+    *,
+    overwrite: bool = False,
+    resume: str | None = None,
+    resumable: bool = True,
 ) -> Iterator[Path]:
     """Hold ``output_dir`` for the run ``run`` (a :func:`fingerprint`) while the block works; see the module
-    docstring for what is refused. ``resume`` is the run's ``--resume_from_checkpoint`` value."""
+    docstring for what is refused. ``resume`` is the run's ``--resume_from_checkpoint`` value; a command
+    that trains nothing is not ``resumable``."""
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder):
@@ -119,9 +127,10 @@ def run_folder(
                     "resume with the same arguments, or start afresh with --overwrite_output_dir"
                 )
         elif outputs and not overwrite:
+            continuing = ", or --resume_from_checkpoint latest to continue that same run" if resumable else ""
             raise RunFolderError(
                 f"{folder} already holds a run's {', '.join(outputs)}; pass --overwrite_output_dir to replace "
-                "it, or --resume_from_checkpoint latest to continue that same run"
+                f"it{continuing}"
             )
         elif outputs:
             for name in RUN_OUTPUTS:

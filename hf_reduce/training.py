@@ -40,7 +40,14 @@ _CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
 class TrainingArguments:
     """Arguments of :func:`train`; names follow ``transformers.TrainingArguments`` where they overlap."""
 
-    output_dir: str = field(default="outputs/run", metadata={"help": "Where checkpoints and the model go."})
+    _argument_group_name = "training"
+
+    output_dir: str = field(
+        default="outputs/run",
+        metadata={
+            "help": "Where checkpoints and the model go (default on the CLI: outputs/<command>-<dataset>)."
+        },
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Replace the run already in output_dir (its checkpoints and model) with this one."},

@@ -1,3 +1,6 @@
+import json
+import subprocess
+
 import pytest
 
 import hf_reduce  # noqa: F401
@@ -39,12 +42,25 @@ def test_build_asnet_reports_layers_and_writes_a_card(trained_vgg, tmp_path):
 def test_attack_command_rows(trained_vgg, tmp_path):
     summary = attack(
         ["--model_name_or_path", trained_vgg, "--dataset", "digits", "--output_dir", str(tmp_path),
-         "--eps", "1.5", "--seeds", "0", "--fit_samples", "64", "--eval_samples", "100", "--uap_passes", "1",
-         "--disable_tqdm", "true"]
+         "--eps", "1.5", "--seeds", "0", "--fit_samples", "64", "--eval_samples", "100", "--uap_passes", "1"]
     )  # fmt: skip
     rows = summary["tables"]["Universal attacks"]
     assert [r["attack"] for r in rows] == ["active_subspace", "uap", "random"]
     assert all(r["max norm"] <= 1.5 + 1e-5 and r["error"] >= 0 for r in rows)
+    # Before: attack took --output_dir (and 20+ training flags) and wrote nothing.
+    report = json.loads((tmp_path / "attack_results.json").read_text())
+    assert report["rows"] == json.loads(json.dumps(rows)) and report["arguments"]["eps"] == [1.5]
+    markdown = (tmp_path / "attack_results.md").read_text()
+    assert markdown.count("| active_subspace |") == 1 and trained_vgg in markdown
+
+
+def test_attack_takes_no_training_flags(tmp_path, capsys):
+    from hf_reduce_cli import main
+
+    assert main(["attack", "--output_dir", str(tmp_path), "--learning_rate", "0.1"]) == 2
+    assert "--learning_rate" in capsys.readouterr().err
+    help_text = subprocess.run(["hf-reduce", "attack", "--help"], capture_output=True, text=True).stdout
+    assert "--learning_rate" not in help_text and "--output_dir" in help_text
 
 
 def test_bad_arguments():

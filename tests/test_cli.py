@@ -154,13 +154,17 @@ def test_the_default_chain_needs_no_paths_and_overwrites_nothing(tmp_path, monke
     digest = hashlib.sha256(cnn.read_bytes()).hexdigest()
     reduce_maxvol.main(["--keep_blocks", "1", "--latency_repeats", "2", "--max_samples", "200", *quick])
     build_asnet.main(["--cut", "1", "--latency_repeats", "2", "--max_samples", "200", *quick])
-    attack.main(["--fit_samples", "50", "--eval_samples", "50", "--seeds", "0", "--eps", "1.0", "--uap_passes", "1",
-                 *quick])  # fmt: skip
+    attack.main(
+        ["--fit_samples", "50", "--eval_samples", "50", "--seeds", "0", "--eps", "1.0", "--uap_passes", "1"]
+    )
     folders = sorted(p.name for p in (tmp_path / "outputs").iterdir())
-    assert folders == ["build-asnet-digits", "reduce-maxvol-digits", "train-cnn-digits"], folders
+    assert folders == ["attack-digits", "build-asnet-digits", "reduce-maxvol-digits", "train-cnn-digits"], (
+        folders
+    )
     assert hashlib.sha256(cnn.read_bytes()).hexdigest() == digest  # the trained CNN is untouched
-    for folder in folders:
+    for folder in folders[1:]:
         assert (tmp_path / "outputs" / folder / "model" / "config.json").exists()
+    assert (tmp_path / "outputs" / "attack-digits" / "attack_results.json").exists()
 
 
 @pytest.mark.parametrize(
@@ -183,3 +187,24 @@ def test_bad_inputs_are_refused_before_any_work(args, message, tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "out" / "model").exists()
+
+
+@pytest.mark.parametrize(
+    "command, groups",
+    [
+        ("train-cnn", ["data:", "model:", "training:", "Hub:"]),
+        ("finetune-lotr", ["data:", "model and adapter:", "training:", "Hub:"]),
+        ("attack", ["data:", "model and attacks:", "output:"]),
+    ],
+)
+def test_help_groups_the_arguments_and_shows_defaults(command, groups):
+    # Before: one flat list without defaults; image commands offered --text_column and listed bbc-news.
+    out = subprocess.run(["hf-reduce", command, "--help"], capture_output=True, text=True, check=True).stdout
+    headers = [
+        line.rstrip() for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")
+    ]
+    assert headers[-len(groups) :] == groups, headers
+    assert "(default: " in out
+    image = command != "finetune-lotr"
+    assert ("--text_column" in out) is not image and ("--image_column" in out) is image
+    assert ("bbc-news" in out) is not image

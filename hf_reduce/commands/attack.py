@@ -1,7 +1,8 @@
 """Universal adversarial perturbations against an image classifier: the active-subspace attack (Cui et al.,
 2020), the classic DeepFool-based UAP and a random direction, at equal ℓ2 norms and several seeds.
 
-Each vector is computed on training images and evaluated on held-out test images.
+Each vector is computed on training images and evaluated on held-out test images. The table is also written
+to ``--output_dir`` as ``attack_results.json`` and ``attack_results.md``.
 
 accelerate launch scripts/attack.py --model_name_or_path outputs/train-cnn-fashion-mnist/model --dataset /usr/share/datasets/fashion-mnist
 hf-reduce attack --model_name_or_path you/vgg-digits --dataset digits --eps 1 2 3
@@ -11,15 +12,24 @@ from __future__ import annotations
 
 import logging
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForImageClassification
 
 from ..asnet import active_subspace_attack, deepfool_uap, random_direction, universal_report
+from ..hub import markdown_table
 from ..training import TrainingArguments, make_accelerator
-from .common import DEFAULT_TRAINED_CNN, DataArguments, command_main, load_trained_model, setup_logging
+from ..utils import write_json_atomic, write_text_atomic
+from .common import (
+    DEFAULT_TRAINED_CNN,
+    DataArguments,
+    command_main,
+    load_trained_model,
+    setup_logging,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +37,25 @@ ATTACKS = ("active_subspace", "uap", "random")
 
 
 @dataclass
+class ReportArguments:
+    """Where the attack report goes (the attack trains nothing, so it takes no training arguments)."""
+
+    _argument_group_name = "output"
+
+    output_dir: str = field(
+        default="outputs/attack-<dataset>",
+        metadata={"help": "Folder of attack_results.json / .md (default: outputs/attack-<dataset>)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace another run's report in --output_dir."}
+    )
+
+
+@dataclass
 class AttackArguments:
     """Which model, which attacks, which norms."""
+
+    _argument_group_name = "model and attacks"
 
     model_name_or_path: str = field(
         default=DEFAULT_TRAINED_CNN,
@@ -72,9 +99,9 @@ def universal_vector(
     return random_direction(images.shape[1:], eps, seed=seed).to(images.device)
 
 
-def run(data_args: DataArguments, args: AttackArguments, training_args: TrainingArguments) -> dict[str, Any]:
+def run(data_args: DataArguments, args: AttackArguments, report_args: ReportArguments) -> dict[str, Any]:
     """One row per (eps, attack): error and fooling rate on held-out images, mean ± std over seeds."""
-    accelerator = make_accelerator(training_args)
+    accelerator = make_accelerator(TrainingArguments(output_dir=report_args.output_dir))
     setup_logging(accelerator.is_main_process)
     model = (
         load_trained_model(AutoModelForImageClassification, args.model_name_or_path)
@@ -119,10 +146,28 @@ def run(data_args: DataArguments, args: AttackArguments, training_args: Training
                 }
             )
             logger.debug("eps %g %s: error %.4f", eps, name, rows[-1]["error"])
-    return {"model": model, "tables": {"Universal attacks": rows}, "eval_samples": n_eval}
+    if accelerator.is_main_process:
+        _write_report(Path(report_args.output_dir), data_args, args, rows, n_eval)
+    return {
+        "model": model,
+        "tables": {"Universal attacks": rows},
+        "eval_samples": n_eval,
+        "report": str(Path(report_args.output_dir) / "attack_results.json"),
+    }
+
+
+def _write_report(
+    folder: Path, data_args: DataArguments, args: AttackArguments, rows: list, n_eval: int
+) -> None:
+    """The table as JSON (with what produced it) and as Markdown, each written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arguments = {**asdict(data_args), **asdict(args)}
+    write_json_atomic(
+        folder / "attack_results.json", {"arguments": arguments, "eval_samples": n_eval, "rows": rows}
+    )
+    title = f"Universal attacks on `{args.model_name_or_path}` ({data_args.dataset}, {n_eval} test images)"
+    write_text_atomic(folder / "attack_results.md", f"# {title}\n\n{markdown_table(rows)}\n")
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict[str, Any]:
-    return command_main(
-        (DataArguments, AttackArguments, TrainingArguments), run, argv, prog, __doc__, writes_output=False
-    )
+    return command_main((DataArguments, AttackArguments, ReportArguments), run, argv, prog, __doc__)

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 class ASNetArguments:
     """The original model, where to cut it, and the PCE head."""
 
+    _argument_group_name = "model and method: ASNet"
+
     model_name_or_path: str = field(
         default=DEFAULT_TRAINED_CNN,
         metadata={

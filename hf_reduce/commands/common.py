@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import textwrap
-from argparse import RawDescriptionHelpFormatter
+from argparse import SUPPRESS, ArgumentDefaultsHelpFormatter, RawDescriptionHelpFormatter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,23 +19,27 @@ from transformers import HfArgumentParser
 from ..hub import CardInfo, push_to_hub, save_for_hub
 from ..profiling import count_parameters  # noqa: F401  (re-exported for the commands)
 from ..runs import fingerprint, run_folder
-from ..training import TrainingArguments
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class DataArguments:
-    """Which data to use (see :mod:`hf_reduce.data` for the accepted sources)."""
+class HelpFormatter(ArgumentDefaultsHelpFormatter, RawDescriptionHelpFormatter):
+    """The description as written, and each option's default (unless it has none to show)."""
 
-    dataset: str = field(
-        default="digits",
-        metadata={
-            "help": "Hub dataset name, local file/folder, or an embedded source (images: digits; text: bbc-news)."
-        },
-    )
-    image_column: str | None = field(default=None, metadata={"help": "Image column of the source."})
-    text_column: str | None = field(default=None, metadata={"help": "Text column of the source."})
+    def _get_help_string(self, action: Any) -> str:
+        if action.default in (None, [], "", SUPPRESS) or "(default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+@dataclass
+class DatasetArguments:
+    """Which data to use (see :mod:`hf_reduce.data` for the accepted sources): what image and text commands
+    share. Each modality's subclass names its embedded sources and its column."""
+
+    _argument_group_name = "data"
+
+    dataset: str = field(default="digits", metadata={"help": "Hub dataset name or local file/folder."})
     label_column: str | None = field(default=None, metadata={"help": "Label column of the source."})
     test_size: float = field(
         default=0.2, metadata={"help": "Held-out fraction when the source has no test split."}
@@ -64,9 +68,9 @@ class DataArguments:
         from ..data import load_image_classification, load_text_classification
 
         if task == "image":
-            loader, column = load_image_classification, {"image_column": self.image_column}
+            loader, column = load_image_classification, {"image_column": getattr(self, "image_column", None)}
         else:
-            loader, column = load_text_classification, {"text_column": self.text_column}
+            loader, column = load_text_classification, {"text_column": getattr(self, "text_column", None)}
         return loader(
             self.dataset,
             label_column=self.label_column,
@@ -79,8 +83,23 @@ class DataArguments:
 
 
 @dataclass
+class DataArguments(DatasetArguments):
+    """Which image data to use."""
+
+    dataset: str = field(
+        default="digits",
+        metadata={
+            "help": "Hub dataset name, local file/folder, or the embedded digits (scikit-learn's 8x8)."
+        },
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Image column of the source."})
+
+
+@dataclass
 class HubArguments:
     """Publishing the result."""
+
+    _argument_group_name = "Hub"
 
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the result with its model card."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository id, e.g. you/vgg-digits."})
@@ -316,30 +335,30 @@ def command_main(
     argv: list[str] | None,
     prog: str | None,
     description: str | None,
-    *,
-    writes_output: bool = True,
 ) -> dict[str, Any]:
     """Parse ``argv`` into the argument dataclasses, ``run`` them and print the summary table (on the main
-    process). Returns ``run``'s summary. A command that ``writes_output`` holds its ``--output_dir`` for the
+    process). Returns ``run``'s summary. The command holds its ``--output_dir`` for the
     run (refusing another run's folder, see :mod:`hf_reduce.runs`)."""
     argv = pop_verbose(argv)
     parser = HfArgumentParser(
-        argument_types, prog=prog, description=description, formatter_class=RawDescriptionHelpFormatter
+        argument_types, prog=prog, description=description, formatter_class=HelpFormatter
     )
     groups = parser.parse_args_into_dataclasses(args=argv)
-    training = next((g for g in groups if isinstance(g, TrainingArguments)), None)
-    data = next((g for g in groups if isinstance(g, DataArguments)), None)
+    # The group that says where the run writes: TrainingArguments, or a command's own (attack's report).
+    training = next((g for g in groups if hasattr(g, "output_dir")), None)
+    data = next((g for g in groups if isinstance(g, DatasetArguments)), None)
     if training is not None and not any(a == "--output_dir" or a.startswith("--output_dir=") for a in argv):
         command = run.__module__.rsplit(".", 1)[-1].replace("_", "-")
         training.output_dir = default_output_dir(command, data.dataset if data is not None else "data")
-    if training is None or not writes_output or not PartialState().is_main_process:
+    if training is None or not PartialState().is_main_process:
         summary = run(*groups)
     else:  # one run per output folder (see hf_reduce.runs)
         with run_folder(
             training.output_dir,
             fingerprint(run.__module__, *groups),
             overwrite=training.overwrite_output_dir,
-            resume=training.resume_from_checkpoint,
+            resume=getattr(training, "resume_from_checkpoint", None),
+            resumable=hasattr(training, "resume_from_checkpoint"),
         ):
             summary = run(*groups)
             _write_all_results(training.output_dir, summary)

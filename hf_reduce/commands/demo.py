@@ -177,7 +177,7 @@ def stage_asnet(output_dir: Path, quick: bool) -> dict[str, Any]:
     """Active neurons, ASNet and the universal active-subspace attack on the reference CNN."""
     from transformers import AutoModelForImageClassification
 
-    from .attack import AttackArguments
+    from .attack import AttackArguments, ReportArguments
     from .attack import run as attack
     from .build_asnet import ASNetArguments, run
 
@@ -200,7 +200,9 @@ def stage_asnet(output_dir: Path, quick: bool) -> dict[str, Any]:
     )
     errors = {
         r["attack"]: r["error"]
-        for r in attack(DataArguments(dataset="digits"), attacks, training)["tables"]["Universal attacks"]
+        for r in attack(
+            DataArguments(dataset="digits"), attacks, ReportArguments(str(output_dir / "attack"))
+        )["tables"]["Universal attacks"]
     }
     return {
         "stage": "ASNet of the VGG, universal attacks",

@@ -30,7 +30,7 @@ from ..data import label_names
 from ..hub import CardInfo, public_model_id
 from ..lotr import LoTRConfig
 from ..training import TrainingArguments, arguments_dict, make_accelerator, train
-from .common import DataArguments, HubArguments, command_main, count_parameters, publish, setup_logging
+from .common import DatasetArguments, HubArguments, command_main, count_parameters, publish, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +51,21 @@ def bundled_minilm_path() -> str:
 
 
 @dataclass
-class TextDataArguments(DataArguments):
+class TextDataArguments(DatasetArguments):
     """Which text data to use (see :mod:`hf_reduce.data`)."""
 
     dataset: str = field(
         default="bbc-news",
         metadata={"help": "Hub dataset name, local file/folder, or the embedded bbc-news corpus."},
     )
+    text_column: str | None = field(default=None, metadata={"help": "Text column of the source."})
 
 
 @dataclass
 class AdapterArguments:
     """The base model and the adapter."""
+
+    _argument_group_name = "model and adapter"
 
     model_name_or_path: str | None = field(
         default=None,
@@ -156,7 +159,7 @@ def tokenize(dsd: Any, tokenizer: Any, max_length: int) -> Any:
 
 
 def run(
-    data_args: DataArguments,
+    data_args: TextDataArguments,
     adapter_args: AdapterArguments,
     training_args: TrainingArguments,
     hub_args: HubArguments,

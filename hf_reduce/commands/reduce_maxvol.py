@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 class ReductionArguments:
     """What to reduce and how."""
 
+    _argument_group_name = "model and method: MaxVol reduction"
+
     model_name_or_path: str = field(
         default=DEFAULT_TRAINED_CNN,
         metadata={

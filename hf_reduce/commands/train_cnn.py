@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 class CNNArguments:
     """The reference CNN's architecture (ignored when starting from --model_name_or_path)."""
 
+    _argument_group_name = "model"
+
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Start from this saved/Hub model."}
     )

@@ -62,6 +62,8 @@ REGIMES = ("fixed", "switch", "smoothing", "ensemble")
 class ODEModelArguments:
     """The ODE classifier (ignored when starting from --model_name_or_path, except the solver fields)."""
 
+    _argument_group_name = "model"
+
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Start from this saved/Hub model."}
     )
@@ -124,6 +126,8 @@ def _as_bool(value: str) -> bool:
 @dataclass
 class MetaSolverArguments:
     """How the solver is chosen while training, adversarial training, and the robustness evaluation."""
+
+    _argument_group_name = "method: meta-solver training and robustness"
 
     regime: str = field(default="fixed", metadata={"help": "fixed, switch, smoothing or ensemble."})
     member_u: list[float] = field(
