@@ -38,6 +38,9 @@ class LoTRConfig(PeftConfig):
         init_lotr: ``"zero_core"`` (A, B ~ N(0, 1), G = 0: output unchanged at start, the paper's default) or
             ``"tucker"`` (G = I, A = 0, B = the leading mode-``d_in`` singular vectors of the stacked pretrained
             weights of the group, a Tucker-2 / HOSVD factor; output unchanged at start too).
+        init_weights: ``True`` (default) starts as ``init_lotr`` says; ``False`` starts from random cores (and a
+            random ``A`` for ``"tucker"``), so the adapter changes the output from the start. PEFT's own tests
+            use ``False`` for every tuner.
         modules_to_save: extra modules trained and saved in full (e.g. a classifier head).
     """
 
@@ -65,6 +68,12 @@ class LoTRConfig(PeftConfig):
     )
     init_lotr: Literal["zero_core", "tucker"] = field(
         default="zero_core", metadata={"help": "zero_core or tucker."}
+    )
+    init_weights: bool = field(
+        default=True,
+        metadata={
+            "help": "True: the init_lotr start (output unchanged). False: random cores (PEFT's test convention)."
+        },
     )
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Modules besides the adapter to train and save, e.g. the classifier."}

@@ -16,6 +16,9 @@ from peft.utils.other import transpose
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+#: Standard deviation of the random cores of ``init_weights=False``.
+RANDOM_CORE_STD = 0.1
+
 
 class SharedFactors:
     """The tuner's ``lotr_A`` / ``lotr_B`` containers: ``container[adapter][group]`` is a Parameter.
@@ -55,7 +58,14 @@ class LoTRLayer(BaseTunerLayer):
         self.out_features = out_features
 
     def update_layer(
-        self, adapter_name: str, group: str, r: int, lotr_alpha: float, lotr_dropout: float, init_lotr: str
+        self,
+        adapter_name: str,
+        group: str,
+        r: int,
+        lotr_alpha: float,
+        lotr_dropout: float,
+        init_lotr: str,
+        init_weights: bool = True,
     ) -> None:
         """Add the core of ``adapter_name`` to this layer (its factors must exist on the tuner)."""
         if r > min(self.in_features, self.out_features):
@@ -69,7 +79,10 @@ class LoTRLayer(BaseTunerLayer):
         self.lotr_dropout[adapter_name] = nn.Dropout(p=lotr_dropout) if lotr_dropout > 0 else nn.Identity()
         weight = self.get_base_layer().weight
         dtype = weight.dtype if weight.dtype.is_floating_point else torch.float32
-        core = torch.eye(r) if init_lotr == "tucker" else torch.zeros(r, r)
+        if init_weights:
+            core = torch.eye(r) if init_lotr == "tucker" else torch.zeros(r, r)
+        else:  # PEFT's convention: a non-identity start, so that tests see the adapter act
+            core = torch.randn(r, r) * RANDOM_CORE_STD
         self.lotr_G[adapter_name] = nn.Parameter(core.to(device=weight.device, dtype=dtype))
         self.set_adapter(self.active_adapters)
 
@@ -105,6 +118,7 @@ class Linear(nn.Module, LoTRLayer):
         lotr_alpha: float,
         lotr_dropout: float,
         init_lotr: str,
+        init_weights: bool = True,
         fan_in_fan_out: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -112,7 +126,7 @@ class Linear(nn.Module, LoTRLayer):
         LoTRLayer.__init__(self, base_layer, shared, **kwargs)
         self.fan_in_fan_out = fan_in_fan_out
         self._active_adapter = adapter_name
-        self.update_layer(adapter_name, group, r, lotr_alpha, lotr_dropout, init_lotr)
+        self.update_layer(adapter_name, group, r, lotr_alpha, lotr_dropout, init_lotr, init_weights)
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """Add ``scaling · A G Bᵀ`` of the given (default: active) adapters to the base weight."""
@@ -124,9 +138,9 @@ class Linear(nn.Module, LoTRLayer):
             delta = self.get_delta_weight(name)
             if safe_merge:
                 merged = base.weight.data + delta
-                if not torch.isfinite(merged).all():
+                if not torch.isfinite(merged).all():  # PEFT's wording, as for LoRA
                     raise ValueError(
-                        f"NaNs or infs in the merged weights: adapter {name!r} seems to be broken"
+                        f"NaNs detected in the merged weights. The adapter {name} seems to be broken"
                     )
                 base.weight.data = merged
             else:
@@ -140,24 +154,57 @@ class Linear(nn.Module, LoTRLayer):
             if name in self.lotr_G:
                 self.get_base_layer().weight.data -= self.get_delta_weight(name)
 
+    def _adapter_output(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """``scaling · dropout(x) (A G Bᵀ)ᵀ`` for one adapter."""
+        A, G, B = self.factors(name, x.device)
+        # (x B) Gᵀ Aᵀ = x (A G Bᵀ)ᵀ. Folding the r x r core into B first keeps the activations saved for
+        # backward exactly those of LoRA (x and one N x r product); the fold costs d_in·r² per call.
+        right = B @ G.T
+        h = self._cast_input_dtype(self.lotr_dropout[name](x), right.dtype)
+        return (h @ right) @ A.T * self.scaling[name]
+
+    def _check_forward_args(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Mixed-adapter batches need one adapter name per input row and no merged adapter (as LoRA)."""
+        adapter_names = kwargs.get("adapter_names")
+        if adapter_names is None:
+            return
+        if len(x) != len(adapter_names):
+            raise ValueError(
+                "Length of `adapter_names` should be the same as the number of inputs, but got "
+                f"{len(adapter_names)} and {len(x)} respectively."
+            )
+        if self.merged:
+            raise ValueError(
+                "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first."
+            )
+
+    def _mixed_batch_forward(
+        self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any
+    ) -> torch.Tensor:
+        """Each row with its own adapter (``"__base__"``: none), as PEFT's LoRA does."""
+        result = self.base_layer(x, *args, **kwargs)
+        for name in set(adapter_names):
+            if name == "__base__" or name not in self.lotr_G:
+                continue
+            rows = [i for i, item in enumerate(adapter_names) if item == name]
+            result[rows] += self._adapter_output(name, x[rows]).to(result.dtype)
+        return result
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        self._check_forward_args(x, *args, **kwargs)
+        adapter_names = kwargs.pop("adapter_names", None)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         if self.merged:
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
-        result_dtype = result.dtype
         for name in self.active_adapters:
-            if name not in self.lotr_G:
-                continue
-            A, G, B = self.factors(name, x.device)
-            # (x B) Gᵀ Aᵀ = x (A G Bᵀ)ᵀ. Folding the r x r core into B first keeps the activations saved for
-            # backward exactly those of LoRA (x and one N x r product); the fold costs d_in·r² per call.
-            right = B @ G.T
-            h = self._cast_input_dtype(self.lotr_dropout[name](x), right.dtype)
-            result = result + ((h @ right) @ A.T * self.scaling[name]).to(result_dtype)
+            if name in self.lotr_G:
+                result = result + self._adapter_output(name, x).to(result.dtype)
         return result
 
     def __repr__(self) -> str:

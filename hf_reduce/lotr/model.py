@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import torch
 from peft.tuners.tuners_utils import (
@@ -15,6 +19,7 @@ from peft.tuners.tuners_utils import (
     _maybe_include_all_linear_layers,
 )
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -142,10 +147,20 @@ class LoTRModel(BaseTuner):
             )
         return groups
 
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        """PEFT's injection, told which adapter it injects: ``_prepare_model`` receives only the config, and
+        one config object may serve several adapters (``add_adapter("other", config_in_use)``)."""
+        self._injecting = adapter_name
+        try:
+            super().inject_adapter(model, adapter_name, *args, **kwargs)
+        finally:
+            del self._injecting
+        self._sync_shared_requires_grad()
+
     def _prepare_model(self, peft_config: LoTRConfig, model: nn.Module) -> None:
         """Plan the groups of this adapter and create its shared factors (before any layer is replaced)."""
         self._ensure_containers()
-        adapter_name = next(name for name, cfg in self.peft_config.items() if cfg is peft_config)
+        adapter_name = self._injecting
         groups = self.plan_groups(peft_config, model)
         self._lotr_groups[adapter_name] = groups
         self._lotr_member_group[adapter_name] = {m: g.name for g in groups.values() for m in g.members}
@@ -181,6 +196,7 @@ class LoTRModel(BaseTuner):
             lotr_alpha=lotr_config.lotr_alpha,
             lotr_dropout=lotr_config.lotr_dropout,
             init_lotr=lotr_config.init_lotr,
+            init_weights=lotr_config.init_weights,
         )
         if isinstance(target, LoTRLayer):
             target.update_layer(adapter_name, **options)
@@ -200,31 +216,74 @@ class LoTRModel(BaseTuner):
             return []
         return list(self.lotr_A[adapter_name].values()) + list(self.lotr_B[adapter_name].values())
 
+    def _sync_shared_requires_grad(self) -> None:
+        """An adapter's shared factors train exactly when its cores do.
+
+        The cores follow PEFT's own rules (active or not, ``inference_mode``, ``set_requires_grad``, adding or
+        loading another adapter); mirroring them keeps A, B and the cores of one adapter in one state, so an
+        adapter never trains its cores alone.
+        """
+        if "lotr_A" not in self._modules:
+            return
+        cores: dict[str, list[bool]] = {}
+        for module in self.model.modules():
+            if isinstance(module, LoTRLayer):
+                for name, core in module.lotr_G.items():
+                    cores.setdefault(name, []).append(core.requires_grad)
+        for name in self.lotr_A:
+            trainable = any(cores.get(name, []))
+            for parameter in self._shared_parameters(name):
+                parameter.requires_grad_(trainable)
+
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
         super()._mark_only_adapters_as_trainable(model)
-        for adapter_name in self.lotr_A if "lotr_A" in self._modules else ():
-            config = self.peft_config.get(adapter_name)
-            trainable = adapter_name in self.active_adapters and not (
-                config is not None and config.inference_mode
-            )
-            self._set_shared_requires_grad(adapter_name, trainable)
-
-    def _set_shared_requires_grad(self, adapter_name: str, requires_grad: bool) -> None:
-        for parameter in self._shared_parameters(adapter_name):
-            parameter.requires_grad_(requires_grad)
+        self._sync_shared_requires_grad()
 
     def set_adapter(self, adapter_name: str | list[str], inference_mode: bool = False) -> None:
         """Activate adapter(s): their cores and shared factors train, all others are frozen."""
         super().set_adapter(adapter_name, inference_mode=inference_mode)
-        active = [adapter_name] if isinstance(adapter_name, str) else list(adapter_name)
-        for name in self.lotr_A if "lotr_A" in self._modules else ():
-            self._set_shared_requires_grad(name, name in active and not inference_mode)
+        self._sync_shared_requires_grad()
 
     def set_requires_grad(self, adapter_names: str | list[str], requires_grad: bool = True) -> None:
         """Enable or disable gradients of the given adapter(s), shared factors included."""
         super().set_requires_grad(adapter_names, requires_grad=requires_grad)
-        for name in [adapter_names] if isinstance(adapter_names, str) else adapter_names:
-            self._set_shared_requires_grad(name, requires_grad)
+        self._sync_shared_requires_grad()
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any) -> Iterator[None]:
+        """Mixed-adapter batches, ``model(x, adapter_names=[...])``, as PEFT's LoRA: each LoTR layer (and each
+        ``modules_to_save`` wrapper) receives the per-row adapter names through a forward pre-hook."""
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("Cannot pass `adapter_names` when the model is in training mode.")
+        known = {name for module in self.modules() if isinstance(module, LoTRLayer) for name in module.lotr_G}
+        unknown = {name for name in adapter_names if name != "__base__"} - known
+        if unknown:
+            raise ValueError(f"Trying to infer with non-existing adapter(s): {', '.join(sorted(unknown))}")
+        num_beams = kwargs.get("num_beams")
+        per_row = list(adapter_names)
+        if isinstance(num_beams, int) and num_beams > 1:  # generate() repeats each input num_beams times
+            per_row = [name for name in adapter_names for _ in range(num_beams)]
+        handles = []
+        for module in self.modules():
+            if isinstance(module, (LoTRLayer, AuxiliaryTrainingWrapper)):
+                hook = partial(_adapter_names_pre_forward_hook, adapter_names=per_row)
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        encoder = self.model.get_encoder() if hasattr(self.model, "get_encoder") else None
+        if per_row != list(adapter_names) and isinstance(encoder, nn.Module):
+            # The encoder sees the inputs once, not once per beam.
+            for module in encoder.modules():
+                if isinstance(module, (LoTRLayer, AuxiliaryTrainingWrapper)):
+                    hook = partial(_adapter_names_pre_forward_hook, adapter_names=list(adapter_names))
+                    handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def delete_adapter(self, adapter_name: str) -> None:
         """Delete an adapter, its cores and its shared factors."""
@@ -234,6 +293,7 @@ class LoTRModel(BaseTuner):
                 del container[adapter_name]
         self._lotr_groups.pop(adapter_name, None)
         self._lotr_member_group.pop(adapter_name, None)
+        self._sync_shared_requires_grad()
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         """Upcast fp16/bf16 adapter weights (cores and shared factors) to fp32, as PEFT does for LoRA."""
@@ -279,6 +339,11 @@ class LoTRModel(BaseTuner):
         return self._lotr_groups[adapter_name]
 
 
+def _adapter_names_pre_forward_hook(target: nn.Module, args: tuple, kwargs: dict, adapter_names: list[str]):
+    kwargs["adapter_names"] = adapter_names
+    return args, kwargs
+
+
 def _base(layer: nn.Module) -> nn.Module:
     return layer.get_base_layer() if isinstance(layer, BaseTunerLayer) else layer
 
@@ -309,7 +374,12 @@ def _initial_factors(
     unfolding = torch.cat([_weight_out_in(layer).float().T for layer in layers], dim=1)  # d_in x (L·d_out)
     left, _, _ = torch.linalg.svd(unfolding, full_matrices=False)
     B = left[:, :r].contiguous()
-    A = torch.zeros(group.d_out, r, device=device)
+    # init_weights=False (tests): a random A too, or the random cores would leave ΔW = 0.
+    A = (
+        torch.zeros(group.d_out, r, device=device)
+        if config.init_weights
+        else torch.randn(group.d_out, r, device=device)
+    )
     return A.to(dtype=dtype), B.to(dtype=dtype)
 
 

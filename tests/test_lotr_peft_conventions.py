@@ -1,0 +1,120 @@
+"""LoTR behaves as PEFT's tuners do where users and PEFT's own tests rely on it: several adapters from one
+config, trainability of inactive adapters, mixed-adapter batches, ``init_weights``."""
+
+import pytest
+import torch
+from lotr_models import logits, randomize_cores, tiny_bert, tiny_llama, tokens
+from peft import PeftModel, get_peft_model
+
+import hf_reduce  # noqa: F401
+from hf_reduce.lotr import LoTRConfig, LoTRLayer
+
+
+def _config(**kw):
+    kw.setdefault("target_modules", ["query", "value"])
+    return LoTRConfig(r=4, **kw)
+
+
+def _requires_grad_by_adapter(model):
+    """{adapter: ({requires_grad of its cores}, {requires_grad of its shared factors})}."""
+    tuner = model.base_model
+    out = {}
+    for module in model.modules():
+        if isinstance(module, LoTRLayer):
+            for name, core in module.lotr_G.items():
+                out.setdefault(name, (set(), set()))[0].add(core.requires_grad)
+    for name in tuner.lotr_A:
+        out.setdefault(name, (set(), set()))[1].update(
+            p.requires_grad for p in tuner._shared_parameters(name)
+        )
+    return out
+
+
+def test_add_adapter_with_a_config_already_in_use_leaves_the_first_adapter_alone():
+    # Before: _prepare_model found its adapter by identity, re-initialised the default adapter's shared factors
+    # (output changed by 3.6), then failed with KeyError: 'other'.
+    config = _config()
+    model = get_peft_model(tiny_bert(), config)
+    randomize_cores(model)
+    before = logits(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.add_adapter("other", config)
+    assert torch.equal(logits(model), before)
+    for key, value in state.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert set(model.base_model.lotr_A) == {"default", "other"}
+    model.set_adapter("other")
+    assert torch.equal(logits(model), logits(tiny_bert()))  # the new adapter starts as the identity
+
+
+def test_shared_factors_train_exactly_when_their_cores_do(tmp_path):
+    # Before: adding or loading another adapter froze the A/B of a trainable inactive adapter while its cores
+    # stayed trainable, so training it updated the cores only.
+    model = get_peft_model(tiny_bert(), _config())
+    model.add_adapter("b", _config())
+    model.base_model.set_requires_grad("b", True)  # inactive, but trainable
+    model.add_adapter("c", _config(share_by="shape"))
+    states = _requires_grad_by_adapter(model)
+    assert states["b"] == ({True}, {True}) and states["default"] == ({True}, {True})
+    assert states["c"] == ({False}, {False})
+    for name, (cores, factors) in states.items():
+        assert cores == factors, name
+
+    model.save_pretrained(tmp_path)
+    loaded = PeftModel.from_pretrained(tiny_bert(), tmp_path, is_trainable=True)
+    loaded.load_adapter(tmp_path / "c", adapter_name="c")  # inference-mode load of another adapter
+    for name, (cores, factors) in _requires_grad_by_adapter(loaded).items():
+        assert cores == factors, name
+    assert _requires_grad_by_adapter(loaded)["default"] == ({True}, {True})
+
+
+def _mixed_model():
+    model = get_peft_model(tiny_llama(), _config(target_modules=["q_proj", "v_proj"]))
+    model.add_adapter("other", _config(target_modules=["q_proj", "v_proj"], init_weights=False))
+    randomize_cores(model)
+    return model.eval()
+
+
+def test_mixed_adapter_batches_run_each_row_with_its_adapter():
+    # Before: adapter_names was silently ignored; every row ran with the active adapter.
+    model = _mixed_model()
+    ids = tokens(batch=4)
+    names = ["default", "other", "__base__", "other"]
+    expected = []
+    for row, name in enumerate(names):
+        if name == "__base__":
+            with model.disable_adapter():
+                expected.append(logits(model, ids[row : row + 1]))
+        else:
+            model.set_adapter(name)
+            expected.append(logits(model, ids[row : row + 1]))
+    model.set_adapter("default")
+    with torch.no_grad():
+        mixed = model(input_ids=ids, adapter_names=names).logits
+    torch.testing.assert_close(mixed, torch.cat(expected), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(expected[0], expected[1])  # the rows really differ by adapter
+
+
+def test_mixed_adapter_batches_refuse_what_lora_refuses():
+    model = _mixed_model()
+    ids = tokens(batch=2)
+    with pytest.raises(ValueError, match="Length of `adapter_names` should be the same"):
+        model(input_ids=ids, adapter_names=["default"])
+    with pytest.raises(ValueError, match="non-existing adapter"):
+        model(input_ids=ids, adapter_names=["default", "typo"])
+    model.train()
+    with pytest.raises(ValueError, match="training mode"):
+        model(input_ids=ids, adapter_names=["default", "other"])
+    model.eval()
+    model.merge_adapter()
+    with pytest.raises(ValueError, match="merged adapters"):
+        model(input_ids=ids, adapter_names=["default", "other"])
+
+
+@pytest.mark.parametrize("init_lotr", ["zero_core", "tucker"])
+def test_init_weights_false_starts_away_from_the_identity(init_lotr):
+    # Before: LoTRConfig(init_weights=False), as PEFT's test helpers write it, was a TypeError.
+    base = logits(tiny_bert())
+    assert torch.equal(logits(get_peft_model(tiny_bert(), _config(init_lotr=init_lotr))), base)
+    changed = logits(get_peft_model(tiny_bert(), _config(init_lotr=init_lotr, init_weights=False)))
+    assert torch.isfinite(changed).all() and not torch.allclose(changed, base)
