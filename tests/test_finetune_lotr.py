@@ -172,3 +172,16 @@ def test_adapter_checkpoints_hold_the_trainable_state_only_and_resume_exactly(tm
     for name, p in resumed.named_parameters():
         if name in expected:
             assert torch.equal(p, expected[name]), name
+
+
+def test_each_method_gets_its_documented_learning_rate_unless_one_is_given():
+    from hf_reduce.commands.finetune_lotr import DEFAULT_LEARNING_RATES, with_default_learning_rate
+
+    assert 3 <= DEFAULT_LEARNING_RATES["lotr"] / DEFAULT_LEARNING_RATES["lora"] <= 3.5  # the documented rule
+    assert with_default_learning_rate([]) == ["--learning_rate", str(DEFAULT_LEARNING_RATES["lotr"])]
+    assert with_default_learning_rate(["--method", "lora"])[-1] == str(DEFAULT_LEARNING_RATES["lora"])
+    assert with_default_learning_rate(["--method=lora", "--learning-rate", "1e-4"]) == [
+        "--method=lora",
+        "--learning-rate",
+        "1e-4",
+    ]

@@ -44,7 +44,7 @@ def test_registration_is_idempotent_and_namespaced():
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))
-@pytest.mark.parametrize("init", ["zero_core", "tucker"])
+@pytest.mark.parametrize("init", ["fan_in", "zero_core", "tucker"])
 def test_output_unchanged_at_init(kind, init):
     build, targets = BUILDERS[kind]
     reference = logits(build())

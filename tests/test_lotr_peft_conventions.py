@@ -118,3 +118,50 @@ def test_init_weights_false_starts_away_from_the_identity(init_lotr):
     assert torch.equal(logits(get_peft_model(tiny_bert(), _config(init_lotr=init_lotr))), base)
     changed = logits(get_peft_model(tiny_bert(), _config(init_lotr=init_lotr, init_weights=False)))
     assert torch.isfinite(changed).all() and not torch.allclose(changed, base)
+
+
+class _Stack(torch.nn.Module):
+    def __init__(self, width, layers=2):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(width, width, bias=False) for _ in range(layers))
+
+    def forward(self, x):
+        return torch.stack([layer(x) for layer in self.layers])
+
+
+def _first_adamw_step_output_change(width, lr=1e-2, **config):
+    """RMS change of the layers' outputs after one AdamW step, per unit learning rate."""
+    torch.manual_seed(0)
+    model = get_peft_model(_Stack(width), LoTRConfig(r=8, target_modules=["0", "1"], **config))
+    x = torch.randn(64, width, generator=torch.Generator().manual_seed(1))
+    direction = torch.randn(2, 64, width, generator=torch.Generator().manual_seed(2))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0)
+    before = model(x).detach()
+    (model(x) * direction).mean().backward()
+    optimizer.step()
+    return ((model(x).detach() - before).pow(2).mean().sqrt() / lr).item()
+
+
+def test_the_default_update_size_does_not_grow_with_the_width():
+    # Before: A and B started as unscaled N(0, 1), so one AdamW step moved the outputs ∝ sqrt(d_in) (x4 from width
+    # 64 to 1024) and the good learning rate moved with the width; the cores went NaN under SGD lr 0.5 (PEFT's test).
+    narrow, wide = (_first_adamw_step_output_change(width) for width in (64, 1024))
+    assert 0.67 < wide / narrow < 1.5, (narrow, wide)
+    paper = [_first_adamw_step_output_change(width, init_lotr="zero_core") for width in (64, 1024)]
+    assert paper[1] / paper[0] > 3  # the authors' initialisation, still available, is not width-independent
+
+
+def test_sgd_at_a_high_learning_rate_stays_finite():
+    # PEFT's test_parameters_after_loading_model: SGD lr 0.5 on sum(outputs), 3 steps, both layers adapted.
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Linear(20, 2), torch.nn.LogSoftmax(-1)
+    )
+    model = get_peft_model(mlp, LoTRConfig(r=2, target_modules=["0", "2"]))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.arange(90).view(9, 10).float()
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())

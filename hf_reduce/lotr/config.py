@@ -10,7 +10,7 @@ from peft.config import PeftConfig
 from .registration import LOTR_PEFT_TYPE_NAME, lotr_peft_type
 
 SHARE_BY = ("module", "shape")
-INIT_LOTR = ("zero_core", "tucker")
+INIT_LOTR = ("zero_core", "fan_in", "tucker")
 
 
 @dataclass
@@ -35,9 +35,14 @@ class LoTRConfig(PeftConfig):
         lotr_dropout: dropout on the adapter's input.
         fan_in_fan_out: the target stores its weight as ``(d_in, d_out)`` (GPT-2's ``Conv1D``).
         share_by: ``"module"``, ``"shape"`` or a mapping ``{group name: regex over module names}``.
-        init_lotr: ``"zero_core"`` (A, B ~ N(0, 1), G = 0: output unchanged at start, the paper's default) or
-            ``"tucker"`` (G = I, A = 0, B = the leading mode-``d_in`` singular vectors of the stacked pretrained
-            weights of the group, a Tucker-2 / HOSVD factor; output unchanged at start too).
+        init_lotr: how ``A``, ``B`` and the cores start; every choice leaves the output unchanged at step 0.
+            ``"fan_in"`` (default): ``A ~ N(0, 1)``, ``B ~ N(0, 1/d_in)``, ``G = 0``. ``Bᵀx`` then has entries of
+            order 1 at any width, as LoRA's kaiming-initialised ``A`` does, so an optimizer step moves a layer's
+            output by the same amount at width 384 or 4096 and the good learning rate does not move with the
+            width (``scripts/benchmarks/lotr_conditioning.py``). ``"zero_core"``: the paper's unscaled
+            ``A, B ~ N(0, 1)``, ``G = 0``; its steps grow with ``sqrt(d_in)``. ``"tucker"``: ``G = I``, ``A = 0``,
+            ``B`` = the leading mode-``d_in`` singular vectors of the group's stacked pretrained weights (a
+            Tucker-2 / HOSVD factor).
         init_weights: ``True`` (default) starts as ``init_lotr`` says; ``False`` starts from random cores (and a
             random ``A`` for ``"tucker"``), so the adapter changes the output from the start. PEFT's own tests
             use ``False`` for every tuner.
@@ -66,8 +71,8 @@ class LoTRConfig(PeftConfig):
     share_by: Literal["module", "shape"] | dict[str, str] = field(
         default="module", metadata={"help": "How targets share (A, B): 'module', 'shape' or {group: regex}."}
     )
-    init_lotr: Literal["zero_core", "tucker"] = field(
-        default="zero_core", metadata={"help": "zero_core or tucker."}
+    init_lotr: Literal["zero_core", "fan_in", "tucker"] = field(
+        default="fan_in", metadata={"help": "fan_in, zero_core or tucker."}
     )
     init_weights: bool = field(
         default=True,

@@ -362,10 +362,14 @@ def _initial_factors(
     if not dtype.is_floating_point:
         dtype = torch.float32
     r = config.r
-    if config.init_lotr == "zero_core":
-        # The authors' initialisation: unscaled N(0, 1) factors; the zero cores make ΔW = 0 at step 0.
+    if config.init_lotr in ("zero_core", "fan_in"):
+        # zero_core, the authors' initialisation: unscaled N(0, 1) factors. fan_in: B ~ N(0, 1/d_in), so that
+        # Bᵀx has O(1) entries whatever the width, as LoRA's kaiming-initialised A has. The zero cores make
+        # ΔW = 0 at step 0 either way.
         A = torch.randn(group.d_out, r, device=device if device.type != "meta" else "cpu")
         B = torch.randn(group.d_in, r, device=A.device)
+        if config.init_lotr == "fan_in":
+            B = B / group.d_in**0.5
         return A.to(device=device, dtype=dtype), B.to(device=device, dtype=dtype)
     # "tucker": Tucker-2 (HOSVD) of the stacked weights W_l (d_out x d_in): B = leading left singular vectors
     # of the mode-d_in unfolding [W_1ᵀ ... W_Lᵀ]; A = 0 and G_l = I keep ΔW = 0 at step 0.
