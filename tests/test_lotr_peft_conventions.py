@@ -165,3 +165,17 @@ def test_sgd_at_a_high_learning_rate_stays_finite():
         model(x).sum().backward()
         optimizer.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_peft_generic_lora_conversion_works_on_lotr():
+    # PEFT's convert_to_lora (SVD of get_delta_weight, in float32) gives the rank-r LoRA to float32 rounding;
+    # hf_reduce.lotr.lotr_to_lora stays the exact one (no SVD: float64 agreement to 1e-12, test_lotr.py).
+    from peft import set_peft_model_state_dict
+    from peft.tuners.lora.conversion import convert_to_lora
+
+    model = get_peft_model(tiny_llama(), _config(target_modules=["q_proj", "v_proj"]))
+    randomize_cores(model)
+    config, state = convert_to_lora(model, rank=4)
+    lora = get_peft_model(tiny_llama(), config)
+    assert not set_peft_model_state_dict(lora, state).unexpected_keys
+    torch.testing.assert_close(logits(lora), logits(model), rtol=0, atol=1e-5)
