@@ -502,7 +502,11 @@ def train(
         skip_batches = state["batches_in_epoch"]
         logger.info("resumed from %s at step %d (epoch %d)", checkpoint, global_step, start_epoch)
 
-    processes = f" on {accelerator.num_processes} processes" if accelerator.num_processes > 1 else ""
+    processes = (
+        f" on {accelerator.num_processes} processes ({accelerator.distributed_type.value})"
+        if accelerator.num_processes > 1
+        else ""
+    )
     logger.info(
         "training on %d examples: %d epoch(s), %d optimizer steps%s",
         len(train_dataset),

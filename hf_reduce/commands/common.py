@@ -329,6 +329,15 @@ def _write_all_results(output_dir: str, summary: dict[str, Any]) -> None:
     write_json_atomic(Path(output_dir) / "all_results.json", results)
 
 
+def _process_state() -> PartialState:
+    """accelerate's process state, created as ``accelerate launch --cpu`` asks. A bare ``PartialState()`` made
+    first would ignore ``ACCELERATE_USE_CPU`` (only the Accelerator reads it), so on a CPU machine every rank of a
+    multi-process launch would run alone, as rank 0, in the same folder."""
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def command_main(
     argument_types: tuple[type, ...],
     run: Callable[..., dict[str, Any]],
@@ -350,7 +359,7 @@ def command_main(
     if training is not None and not any(a == "--output_dir" or a.startswith("--output_dir=") for a in argv):
         command = run.__module__.rsplit(".", 1)[-1].replace("_", "-")
         training.output_dir = default_output_dir(command, data.dataset if data is not None else "data")
-    if training is None or not PartialState().is_main_process:
+    if training is None or not _process_state().is_main_process:
         summary = run(*groups)
     else:  # one run per output folder (see hf_reduce.runs)
         with run_folder(
@@ -362,7 +371,7 @@ def command_main(
         ):
             summary = run(*groups)
             _write_all_results(training.output_dir, summary)
-    if PartialState().is_main_process:
+    if _process_state().is_main_process:
         for title, rows in summary.get("tables", {}).items():
             print(f"{title}\n{format_table(rows)}\n")
         print(format_table([{k: v for k, v in summary.items() if k not in ("model", "tables")}]))
