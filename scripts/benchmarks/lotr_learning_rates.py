@@ -112,6 +112,55 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_frontier(rows: list[dict], path: Path) -> None:
+    """Accuracy (mean ± std over seeds) against adapter parameters, each method at its documented rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hf_reduce.commands.finetune_lotr import DEFAULT_LEARNING_RATES
+
+    settings = sorted({row["setting"] for row in rows})
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.6), squeeze=False)
+    for ax, setting in zip(axes[0], settings, strict=True):
+        for method, marker in (("lora", "s"), ("lotr", "o")):
+            chosen = [
+                row
+                for row in rows
+                if row["setting"] == setting
+                and row["method"] == method
+                and row["lr"] == DEFAULT_LEARNING_RATES[method]
+                and row["init"] in ("", "fan_in")
+            ]
+            by_rank: dict[int, list[dict]] = {}
+            for row in chosen:
+                by_rank.setdefault(row["r"], []).append(row)
+            ranks = sorted(by_rank)
+            if not ranks:
+                continue
+            params = [by_rank[r][0]["adapter params"] for r in ranks]
+            means = [statistics.mean(x["accuracy"] for x in by_rank[r]) for r in ranks]
+            stds = [statistics.pstdev([x["accuracy"] for x in by_rank[r]]) for r in ranks]
+            ax.errorbar(
+                params,
+                means,
+                yerr=stds,
+                marker=marker,
+                capsize=3,
+                label=f"{method} (lr {DEFAULT_LEARNING_RATES[method]:g})",
+            )
+            for x, y, r in zip(params, means, ranks, strict=True):
+                ax.annotate(f"r={r}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("adapter parameters")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"MiniLM on BBC News ({setting}), documented learning rates", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,7 +169,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument(
-        "--grid", nargs="+", required=True, help="method:init:r:lr1,lr2,... (init empty for LoRA)."
+        "--grid", nargs="*", default=[], help="method:init:r:lr1,lr2,... (init empty for LoRA); none: replot."
     )
     args = parser.parse_args()
     done = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
@@ -137,7 +186,9 @@ def main() -> None:
     rows = list(done["runs"].values())
     print(format_table(aggregate(rows)))
     plot(rows, RESULTS.with_suffix(".png"))
-    print(RESULTS, RESULTS.with_suffix(".png"))
+    frontier = RESULTS.with_name("lotr_vs_lora_parameters.png")
+    plot_frontier(rows, frontier)
+    print(RESULTS, RESULTS.with_suffix(".png"), frontier)
 
 
 if __name__ == "__main__":
