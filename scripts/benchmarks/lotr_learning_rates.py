@@ -86,7 +86,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def _figure(rows: list[dict], xlabel: str, title: str, draw, path: Path) -> None:
+    """One panel per setting: ``draw(ax, setting)`` plots it, the axes are labelled alike, the PNG saved."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,6 +96,20 @@ def plot(rows: list[dict], path: Path) -> None:
     settings = sorted({row["setting"] for row in rows})
     fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.6), squeeze=False)
     for ax, setting in zip(axes[0], settings, strict=True):
+        draw(ax, setting)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"MiniLM on BBC News ({setting}){title}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Accuracy against the learning rate, one curve per (method, init, r)."""
+
+    def draw(ax, setting: str) -> None:
         curves: dict[str, dict[float, list[float]]] = {}
         for row in rows:
             if row["setting"] == setting:
@@ -103,62 +118,37 @@ def plot(rows: list[dict], path: Path) -> None:
         for label, points in sorted(curves.items()):
             lrs = sorted(points)
             ax.plot(lrs, [statistics.mean(points[lr]) for lr in lrs], marker="o", label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("AdamW learning rate")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"MiniLM on BBC News ({setting})", fontsize=10)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+
+    _figure(rows, "AdamW learning rate", "", draw, path)
 
 
 def plot_frontier(rows: list[dict], path: Path) -> None:
     """Accuracy (mean ± std over seeds) against adapter parameters, each method at its documented rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from hf_reduce.commands.finetune_lotr import DEFAULT_LEARNING_RATES
 
-    settings = sorted({row["setting"] for row in rows})
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.6), squeeze=False)
-    for ax, setting in zip(axes[0], settings, strict=True):
+    def draw(ax, setting: str) -> None:
         for method, marker in (("lora", "s"), ("lotr", "o")):
-            chosen = [
-                row
-                for row in rows
-                if row["setting"] == setting
-                and row["method"] == method
-                and row["lr"] == DEFAULT_LEARNING_RATES[method]
-                and row["init"] in ("", "fan_in")
-            ]
             by_rank: dict[int, list[dict]] = {}
-            for row in chosen:
-                by_rank.setdefault(row["r"], []).append(row)
+            for row in rows:
+                if (
+                    row["setting"] == setting
+                    and row["method"] == method
+                    and row["lr"] == DEFAULT_LEARNING_RATES[method]
+                    and row["init"] in ("", "fan_in")
+                ):
+                    by_rank.setdefault(row["r"], []).append(row)
             ranks = sorted(by_rank)
             if not ranks:
                 continue
             params = [by_rank[r][0]["adapter params"] for r in ranks]
             means = [statistics.mean(x["accuracy"] for x in by_rank[r]) for r in ranks]
             stds = [statistics.pstdev([x["accuracy"] for x in by_rank[r]]) for r in ranks]
-            ax.errorbar(
-                params,
-                means,
-                yerr=stds,
-                marker=marker,
-                capsize=3,
-                label=f"{method} (lr {DEFAULT_LEARNING_RATES[method]:g})",
-            )
+            label = f"{method} (lr {DEFAULT_LEARNING_RATES[method]:g})"
+            ax.errorbar(params, means, yerr=stds, marker=marker, capsize=3, label=label)
             for x, y, r in zip(params, means, ranks, strict=True):
                 ax.annotate(f"r={r}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("adapter parameters")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"MiniLM on BBC News ({setting}), documented learning rates", fontsize=9)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+
+    _figure(rows, "adapter parameters", ", documented learning rates", draw, path)
 
 
 def main() -> None:
