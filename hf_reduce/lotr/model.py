@@ -18,13 +18,21 @@ from peft.tuners.tuners_utils import (
     _ExcludedModule,
     _maybe_include_all_linear_layers,
 )
-from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, get_quantization_kwargs
 from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from .config import LoTRConfig
-from .layer import Linear, LoTRLayer, SharedFactors, in_out_features, is_supported_target
+from .layer import (
+    Linear,
+    LoTRLayer,
+    SharedFactors,
+    adapter_device_dtype,
+    dequantized_weight,
+    in_out_features,
+    is_supported_target,
+)
 from .registration import LOTR_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -167,7 +175,7 @@ class LoTRModel(BaseTuner):
         factors_A, factors_B = nn.ParameterDict(), nn.ParameterDict()
         for group in groups.values():
             weights = [model.get_submodule(m) for m in group.members]
-            A, B = _initial_factors(peft_config, group, weights)
+            A, B = _initial_factors(peft_config, group, weights, get_quantization_kwargs(model))
             factors_A[group.name] = nn.Parameter(A)
             factors_B[group.name] = nn.Parameter(B)
         self.lotr_A[adapter_name] = factors_A
@@ -203,7 +211,12 @@ class LoTRModel(BaseTuner):
             return
         # The weight layout is a property of the module: Conv1D stores (d_in, d_out) whatever the config says.
         new_module = Linear(
-            target, adapter_name, shared, fan_in_fan_out=isinstance(target, Conv1D), **options
+            target,
+            adapter_name,
+            shared,
+            fan_in_fan_out=isinstance(target, Conv1D),
+            **options,
+            **get_quantization_kwargs(self.model),  # torchao: how to requantize after a merge
         )
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
@@ -354,13 +367,10 @@ def _linear_names(model: nn.Module) -> list[str]:
 
 
 def _initial_factors(
-    config: LoTRConfig, group: Group, layers: list[nn.Module]
+    config: LoTRConfig, group: Group, layers: list[nn.Module], quantization_kwargs: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``A`` (d_out x r) and ``B`` (d_in x r) at initialisation, on the device/dtype of the group's weights."""
-    base = _base(layers[0])
-    device, dtype = base.weight.device, base.weight.dtype
-    if not dtype.is_floating_point:
-        dtype = torch.float32
+    device, dtype = adapter_device_dtype(_base(layers[0]))
     r = config.r
     if config.init_lotr in ("zero_core", "fan_in"):
         # zero_core, the authors' initialisation: unscaled N(0, 1) factors. fan_in: B ~ N(0, 1/d_in), so that
@@ -375,7 +385,8 @@ def _initial_factors(
     # of the mode-d_in unfolding [W_1ᵀ ... W_Lᵀ]; A = 0 and G_l = I keep ΔW = 0 at step 0.
     if device.type == "meta":
         raise ValueError("init_lotr='tucker' needs the pretrained weights; they are on the meta device")
-    unfolding = torch.cat([_weight_out_in(layer).float().T for layer in layers], dim=1)  # d_in x (L·d_out)
+    weights = [_weight_out_in(layer, quantization_kwargs) for layer in layers]  # quantized: dequantized
+    unfolding = torch.cat([w.float().T for w in weights], dim=1)  # d_in x (L·d_out)
     left, _, _ = torch.linalg.svd(unfolding, full_matrices=False)
     B = left[:, :r].contiguous()
     # init_weights=False (tests): a random A too, or the random cores would leave ΔW = 0.
@@ -387,7 +398,7 @@ def _initial_factors(
     return A.to(dtype=dtype), B.to(dtype=dtype)
 
 
-def _weight_out_in(layer: nn.Module) -> torch.Tensor:
+def _weight_out_in(layer: nn.Module, quantization_kwargs: dict[str, Any]) -> torch.Tensor:
     base = _base(layer)
-    weight = base.weight.detach()
+    weight = dequantized_weight(base, **quantization_kwargs)
     return weight.T if isinstance(base, Conv1D) else weight
