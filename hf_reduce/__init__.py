@@ -4,7 +4,10 @@ Importing the package registers its model configurations with transformers' Auto
 tuner with PEFT and the parameterised Runge-Kutta solvers with torchdiffeq.
 """
 
-from . import ode  # noqa: F401  (registers the solvers with torchdiffeq)
+from . import (
+    _import_notices,  # noqa: F401  (first: its filters must precede PEFT's imports of torchao, bnb)
+    ode,  # noqa: F401  (registers the solvers with torchdiffeq)
+)
 from .asnet import ASNetConfig, ASNetForImageClassification, ASNetModel, build_asnet
 from .cnn import VGGConfig, VGGForImageClassification, VGGModel
 from .hub import CardInfo, push_to_hub, render_model_card, save_for_hub

@@ -3,7 +3,9 @@
 A bar appears only once its loop has run for :data:`DELAY_S` seconds (tqdm's ``delay``), so the many short
 passes of a small run (an evaluation per solver, a latency probe) print nothing, while a long training or
 activation pass still shows its bar. Bars are removed when their loop ends (``leave=False``) unless the
-caller keeps them; ``TQDM_DISABLE=1`` hides them all (tqdm's own switch).
+caller keeps them. As tqdm's ``disable=None``, no bar is drawn when stderr is not a terminal (a log file, a
+pipe, a captured subprocess), where its redraws would only leave fragments; ``TQDM_DISABLE=1`` hides them all
+(tqdm's own switch).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def progress(
         desc=desc,
         total=total,
         initial=initial,
-        disable=disable,
+        disable=True if disable else None,  # None: off on a non-terminal stderr
         leave=leave,
         delay=DELAY_S,
         dynamic_ncols=True,

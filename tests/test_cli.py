@@ -208,3 +208,10 @@ def test_help_groups_the_arguments_and_shows_defaults(command, groups):
     image = command != "finetune-lotr"
     assert ("--text_column" in out) is not image and ("--image_column" in out) is image
     assert ("bbc-news" in out) is not image
+
+
+def test_importing_hf_reduce_prints_nothing():
+    # With the quant extra installed, PEFT's import of torchao and bitsandbytes logged five lines about GPU
+    # kernels this machine cannot load; HF_REDUCE_VERBOSE=1 keeps them.
+    proc = subprocess.run([sys.executable, "-c", "import hf_reduce"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc.stderr
