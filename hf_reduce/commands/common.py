@@ -64,22 +64,25 @@ class DatasetArguments:
             raise ValueError(f"test_size must lie in (0, 1), got {self.test_size}")
 
     def load(self, task: str) -> Any:
-        """The ``DatasetDict`` these arguments describe, for ``task`` ``"image"`` or ``"text"``."""
-        from ..data import load_image_classification, load_text_classification
+        """The ``DatasetDict`` these arguments describe, for ``task`` ``"image"``, ``"text"`` (classification)
+        or ``"corpus"`` (texts alone, for causal-LM fine-tuning)."""
+        from ..data import load_image_classification, load_text_classification, load_text_corpus
 
-        if task == "image":
-            loader, column = load_image_classification, {"image_column": getattr(self, "image_column", None)}
-        else:
-            loader, column = load_text_classification, {"text_column": getattr(self, "text_column", None)}
-        return loader(
-            self.dataset,
-            label_column=self.label_column,
+        splits = dict(
             test_size=self.test_size,
             split_seed=self.split_seed,
             max_train_samples=self.max_train_samples,
             max_test_samples=self.max_test_samples,
-            **column,
         )
+        if task == "corpus":
+            if self.label_column is not None:
+                raise ValueError(f"--label_column {self.label_column!r}: a causal-LM corpus has no labels")
+            return load_text_corpus(self.dataset, text_column=getattr(self, "text_column", None), **splits)
+        if task == "image":
+            loader, column = load_image_classification, {"image_column": getattr(self, "image_column", None)}
+        else:
+            loader, column = load_text_classification, {"text_column": getattr(self, "text_column", None)}
+        return loader(self.dataset, label_column=self.label_column, **splits, **column)
 
 
 @dataclass

