@@ -81,6 +81,13 @@ def test_switch_regime_draws_the_members_and_evaluates_with_the_config_solver(tm
     assert roles[-1] == "reference (dopri5)"
 
 
+def test_the_overfitting_check_can_be_skipped_and_the_card_says_so(tmp_path):
+    summary = _train(tmp_path, "--overfitting_check", "false")
+    assert not any(k.startswith("Accuracy") for k in summary["tables"]) and summary["overfits"] is None
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "Solver-overfitting criterion: not checked" in card and "reference (dopri5)" not in card
+
+
 def test_solver_sampling_loss_changes_the_solver_per_batch():
     model = ODEForImageClassification(ODEConfig(channels=[4], ode_stages=[True], image_size=8))
     members = [SolverSpec("rk2_u", u=u, n_steps=1) for u in (0.25, 0.5, 1.0)]

@@ -154,6 +154,10 @@ class MetaSolverArguments:
     overfitting_threshold: float = field(
         default=0.05, metadata={"help": "Accuracy drop that flags overfitting."}
     )
+    overfitting_check: bool = field(
+        default=True,
+        metadata={"help": "Run the criterion: one test pass per test solver, a tight dopri5 among them."},
+    )
 
     def __post_init__(self) -> None:
         if self.regime not in REGIMES:
@@ -307,14 +311,16 @@ def run(
 
     # Solver overfitting: the evaluation solver with more steps, other members, a tight dopri5.
     members = meta_args.members(base)
-    overfitting = solver_overfitting(
-        lambda spec: (model.set_solver(spec), _accuracy(model, test_data, accelerator))[1],
-        base,
-        test_solvers=default_test_solvers(
-            base, meta_args.step_multipliers, [{"u": s.u, "v": s.v} for s in members if s != base]
-        ),
-        threshold=meta_args.overfitting_threshold,
-    )
+    overfitting = None
+    if meta_args.overfitting_check:
+        overfitting = solver_overfitting(
+            lambda spec: (model.set_solver(spec), _accuracy(model, test_data, accelerator))[1],
+            base,
+            test_solvers=default_test_solvers(
+                base, meta_args.step_multipliers, [{"u": s.u, "v": s.v} for s in members if s != base]
+            ),
+            threshold=meta_args.overfitting_threshold,
+        )
     attack_data = test_data
     if meta_args.max_attack_samples is not None and meta_args.max_attack_samples < len(test_data):
         attack_data = Subset(test_data, range(meta_args.max_attack_samples))
@@ -339,7 +345,11 @@ def run(
                 }
 
     tables = {
-        "Accuracy across test-time solvers (solver-overfitting criterion)": overfitting.rows,
+        **(
+            {"Accuracy across test-time solvers (solver-overfitting criterion)": overfitting.rows}
+            if overfitting
+            else {}
+        ),
         f"Robust accuracy, L-inf eps {meta_args.eval_eps:g} ({len(attack_data)} test images)": robustness,
     }
     summary: dict[str, Any] = {
@@ -348,7 +358,7 @@ def run(
         "parameters": count_parameters(model),
         "train_seconds": round(result.train_runtime, 1),
         **{f"test_{k}": v for k, v in metrics.items() if k != "num_samples"},
-        "overfits": overfitting.overfits,
+        "overfits": overfitting.overfits if overfitting else None,
     }
     if accelerator.is_main_process:
         info = CardInfo(
@@ -364,7 +374,9 @@ def run(
                 "adversarial": f"FGSM with random start, eps {meta_args.train_eps:g}"
                 if meta_args.adversarial_training
                 else "",
-                "overfitting_verdict": overfitting.verdict(),
+                "overfitting_verdict": overfitting.verdict()
+                if overfitting
+                else "not checked (--overfitting_check false)",
             },
         )
         published = publish(model, Path(training_args.output_dir) / "model", info, hub_args, "your-name/ode")
