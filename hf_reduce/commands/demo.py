@@ -81,6 +81,7 @@ def stage_lotr(output_dir: Path, quick: bool) -> dict[str, Any]:
 
     from ..lotr import LoTRLayer
     from .finetune_lotr import (
+        DEFAULT_LEARNING_RATES,
         AdapterArguments,
         TextDataArguments,
         bundled_minilm_path,
@@ -92,7 +93,7 @@ def stage_lotr(output_dir: Path, quick: bool) -> dict[str, Any]:
         output_dir=str(output_dir / "lotr"),
         num_train_epochs=2,
         per_device_train_batch_size=16,
-        learning_rate=1e-2,
+        learning_rate=DEFAULT_LEARNING_RATES["lotr"],
         logging_steps=0,
         disable_tqdm=True,
     )

@@ -170,9 +170,13 @@ def main() -> None:
                 name = key(args.setting, method, init, int(r), lr, seed)
                 if name in done["runs"]:
                     continue
-                done["runs"][name] = one_run(args.setting, method, init, int(r), lr, seed, args.epochs)
-                print(format_table([done["runs"][name]]), flush=True)
-                write_json_atomic(RESULTS, done)  # after every run: an interrupted sweep resumes here
+                result = one_run(args.setting, method, init, int(r), lr, seed, args.epochs)
+                print(format_table([result]), flush=True)
+                # After every run, so that an interrupted sweep resumes here; re-read first, so that sweeps
+                # running side by side keep each other's results.
+                done = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
+                done["runs"][name] = result
+                write_json_atomic(RESULTS, done)
     rows = list(done["runs"].values())
     print(format_table(aggregate(rows)))
     plot(rows, RESULTS.with_suffix(".png"))
