@@ -131,15 +131,7 @@ def load_text_classification(
         test_size, split_seed, max_train_samples, max_test_samples, load_kwargs: as in
             :func:`load_image_classification`.
     """
-    kind, target = _resolve(source, task="text")
-    if kind == "bbc-news":
-        dsd = _load_text_folder(_bbc_news_folder())
-    elif kind == "textfolder":
-        dsd = _load_text_folder(target)
-    elif kind == "table":
-        dsd = load_dataset(_TABLE_SUFFIXES[target.suffix.lower()], data_files=str(target), **load_kwargs)
-    else:
-        dsd = load_dataset(str(target), **load_kwargs)
+    dsd = _load_text_source(source, load_kwargs)
     dsd = _standardise(
         _as_dataset_dict(dsd),
         main=(text_column, _TEXT_COLUMN_CANDIDATES, TEXT_COLUMN),
@@ -180,15 +172,7 @@ def load_text_corpus(
         texts = [f.read_text(encoding="utf-8", errors="replace").strip() for f in files]
         dsd = DatasetDict({"train": Dataset.from_dict({TEXT_COLUMN: texts})})
     else:
-        kind, target = _resolve(source, task="text")
-        if kind == "bbc-news":
-            dsd = _load_text_folder(_bbc_news_folder())
-        elif kind == "textfolder":
-            dsd = _load_text_folder(target)
-        elif kind == "table":
-            dsd = load_dataset(_TABLE_SUFFIXES[target.suffix.lower()], data_files=str(target), **load_kwargs)
-        else:
-            dsd = load_dataset(str(target), **load_kwargs)
+        dsd = _load_text_source(source, load_kwargs)
     dsd = _as_dataset_dict(dsd)
     column = _pick_column(next(iter(dsd.values())), text_column, _TEXT_COLUMN_CANDIDATES, "text", source)
     dsd = dsd.select_columns([column])
@@ -196,6 +180,18 @@ def load_text_corpus(
         dsd = dsd.rename_column(column, TEXT_COLUMN)
     dsd = dsd.filter(lambda row: bool(row[TEXT_COLUMN] and row[TEXT_COLUMN].strip()), desc="drop empty")
     return _finish(dsd, test_size, split_seed, max_train_samples, max_test_samples, stratify_by=None)
+
+
+def _load_text_source(source: str | Path, load_kwargs: dict[str, Any]) -> DatasetDict | Dataset:
+    """The raw splits of a text source: bbc-news, a folder of class sub-folders, a table or a Hub dataset."""
+    kind, target = _resolve(source, task="text")
+    if kind == "bbc-news":
+        return _load_text_folder(_bbc_news_folder())
+    if kind == "textfolder":
+        return _load_text_folder(target)
+    if kind == "table":
+        return load_dataset(_TABLE_SUFFIXES[target.suffix.lower()], data_files=str(target), **load_kwargs)
+    return load_dataset(str(target), **load_kwargs)
 
 
 class ImageCollator:

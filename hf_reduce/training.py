@@ -370,6 +370,20 @@ def _load_rng_state(folder: Path, rank: int) -> None:
         ) from error
 
 
+def _evaluation_loader(
+    dataset: Dataset | DataLoader,
+    batch_size: int,
+    data_collator: Callable | None,
+    accelerator: Accelerator | None,
+) -> tuple[Accelerator, DataLoader]:
+    """The accelerator (a CPU/GPU one when none is given) and its prepared, unshuffled evaluation loader."""
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    loader = (
+        dataset if isinstance(dataset, DataLoader) else _loader(dataset, batch_size, False, data_collator, 0)
+    )
+    return accelerator, accelerator.prepare_data_loader(loader)
+
+
 @torch.no_grad()
 def evaluate_model(
     model: torch.nn.Module,
@@ -387,11 +401,7 @@ def evaluate_model(
 
     ``forward(model, batch) -> logits`` replaces ``model(**inputs).logits`` (for attacks, other solvers...).
     """
-    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    loader = (
-        dataset if isinstance(dataset, DataLoader) else _loader(dataset, batch_size, False, data_collator, 0)
-    )
-    loader = accelerator.prepare_data_loader(loader)
+    accelerator, loader = _evaluation_loader(dataset, batch_size, data_collator, accelerator)
     was_training = model.training
     model.eval()
     modules = {name: load_metric(name) for name in metrics}
@@ -437,11 +447,7 @@ def evaluate_language_model(
     is over tokens of all processes, whatever the batch or process count. ``metrics`` is not used (the
     signature is :func:`evaluate_model`'s, so :func:`train` takes either).
     """
-    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    loader = (
-        dataset if isinstance(dataset, DataLoader) else _loader(dataset, batch_size, False, data_collator, 0)
-    )
-    loader = accelerator.prepare_data_loader(loader)
+    accelerator, loader = _evaluation_loader(dataset, batch_size, data_collator, accelerator)
     was_training = model.training
     model.eval()
     nll, tokens, n_seen = 0.0, 0, 0
