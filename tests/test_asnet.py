@@ -194,6 +194,39 @@ def test_universal_vectors_respect_the_norm_and_find_the_linear_direction(attack
         assert cosine > 0.99 and report["fooling_rate"] > 0
 
 
+class LinearMulticlass(nn.Module):
+    """``logits = W x + b``: DeepFool's step is exact, the distance to the nearest class boundary."""
+
+    def __init__(self, classes=5):
+        super().__init__()
+        g = torch.Generator().manual_seed(7)
+        self.W = nn.Parameter(torch.randn(classes, 16, generator=g, dtype=T64))
+        self.b = nn.Parameter(torch.randn(classes, generator=g, dtype=T64))
+
+    def forward(self, pixel_values):
+        return ImageClassifierOutput(logits=pixel_values.flatten(1) @ self.W.T + self.b)
+
+
+def test_deepfool_step_reaches_the_nearest_linear_boundary_of_many_classes():
+    from hf_reduce.asnet.universal import _deepfool_step
+
+    model = LinearMulticlass()
+    x = torch.full((1, 4, 4), 0.5, dtype=T64)
+    with torch.no_grad():
+        logits = model(pixel_values=x[None]).logits[0]
+    label = int(logits.argmax())
+    W, f = model.W.detach(), logits - logits[label]
+    distances = f.abs() / (W - W[label]).norm(dim=1)
+    distances[label] = float("inf")
+    nearest = int(distances.argmin())
+    step = _deepfool_step(model, x, label, num_classes=5, max_iters=10, overshoot=0.0)
+    # One linearised step is exact: along w_nearest - w_label, of length distance (+ DeepFool's 1e-4).
+    direction = (W[nearest] - W[label]) / (W[nearest] - W[label]).norm()
+    torch.testing.assert_close(step.flatten(), (distances[nearest] + 1e-4) * direction)
+    with torch.no_grad():
+        assert int(model(pixel_values=(x + step)[None]).logits.argmax()) == nearest
+
+
 def test_bad_inputs():
     model = _tiny_vgg()
     _, _, loader = _loader(100, classes=3, shape=(1, 8, 8))

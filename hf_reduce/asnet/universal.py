@@ -134,18 +134,16 @@ def _deepfool_step(
     """Minimal ℓ2 perturbation sending ``x`` (one image) across the nearest linearised boundary."""
     r_total = torch.zeros_like(x)
     for _ in range(max_iters):
-        xi = (x + (1 + overshoot) * r_total).clamp(0, 1).requires_grad_(True)
-        logits = model(pixel_values=xi[None]).logits[0]
+        xi = (x + (1 + overshoot) * r_total).clamp(0, 1)
+        # Every class's input gradient from one backward pass: copy k of the image carries logit k only.
+        copies = xi.expand(num_classes, *xi.shape).clone().requires_grad_(True)
+        all_logits = model(pixel_values=copies).logits
+        logits = all_logits[0].detach()
         if int(logits.argmax()) != label:
             break
-        grads = torch.stack(
-            [
-                torch.autograd.grad(logits[k], xi, retain_graph=k < num_classes - 1)[0]
-                for k in range(num_classes)
-            ]
-        )
+        (grads,) = torch.autograd.grad(all_logits.diagonal().sum(), copies)
         w = grads - grads[label]
-        f = (logits - logits[label]).detach()
+        f = logits - logits[label]
         w_norm = w.flatten(1).norm(dim=1)
         ratio = f.abs() / w_norm.clamp_min(1e-12)
         ratio[label] = float("inf")
