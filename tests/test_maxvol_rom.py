@@ -7,9 +7,17 @@ from transformers import AutoModelForImageClassification
 import hf_reduce  # noqa: F401
 from hf_reduce.cnn import VGGConfig, VGGForImageClassification
 from hf_reduce.cnn.modeling_vgg import VGGBlock
-from hf_reduce.maxvol import MaxVolForImageClassification, block_parts, reduce_model
+from hf_reduce.data import TensorDictDataset
+from hf_reduce.maxvol import (
+    MaxVolForImageClassification,
+    block_parts,
+    reduce_model,
+    sample_tail,
+    search_ranks,
+)
 from hf_reduce.maxvol.rom import folded_scale_shift, pool_window_rows
 from hf_reduce.ode.blocks import ResNetBlock
+from hf_reduce.training import evaluate_model
 
 
 def _vgg(global_pool=False, seed=0):
@@ -68,6 +76,56 @@ def test_low_rank_reduction_is_smaller_and_close_on_low_rank_data():
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()
     n_original = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() for p in reduced.parameters()) < n_original
+
+
+def _low_rank_family(n=1400, dim=6, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    basis, codes = torch.rand(dim, 64, generator=g), torch.rand(n, dim, generator=g)
+    return (codes @ basis / dim).reshape(-1, 1, 8, 8)
+
+
+def test_a_sampled_tail_gives_the_same_reduction_as_sampling_again():
+    model = _vgg()
+    x, loader = _loader()
+    sample = sample_tail(model, loader, keep_blocks=1, max_samples=600)
+    with pytest.raises(ValueError, match="the sample is of the tail after 1 blocks, not 0"):
+        reduce_model(model, None, keep_blocks=0, sample=sample)
+    for rank in ([10, 12, 6], None):
+        direct = reduce_model(model, loader, keep_blocks=1, rank=rank, energy=0.99, max_samples=600)
+        reused = reduce_model(model, None, keep_blocks=1, rank=rank, energy=0.99, sample=sample)
+        assert reused.config.reduction == direct.config.reduction
+        with torch.no_grad():
+            torch.testing.assert_close(reused(x[:50]).logits, direct(x[:50]).logits)
+
+
+def test_rank_search_keeps_validation_accuracy_within_the_budget_with_fewer_ranks():
+    model = _vgg()
+    x = _low_rank_family()
+    # Labels the original gets right on 100 %, so the drop measures the reduction alone.
+    with torch.no_grad():
+        labels = model(x).logits.argmax(1)
+    loader = [{"pixel_values": x[i : i + 100]} for i in range(0, 600, 100)]
+    validation = TensorDictDataset(pixel_values=x[600:1000], labels=labels[600:1000])
+    held_out = TensorDictDataset(pixel_values=x[1000:], labels=labels[1000:])
+    with pytest.raises(ValueError, match="max_drop is a fraction"):
+        search_ranks(model, loader, validation, keep_blocks=1, max_drop=2.0)
+    found = search_ranks(model, loader, validation, keep_blocks=1, max_drop=0.02, max_samples=600)
+    assert found.original_accuracy == 1.0
+    assert found.validation_accuracy >= 1.0 - 0.02
+    # The data spans 6 dimensions: the search goes well below the 0.9999-energy ranks it starts from.
+    assert all(r <= s for r, s in zip(found.ranks, found.start_ranks, strict=True))
+    assert sum(found.ranks) < sum(found.start_ranks) and max(found.ranks) <= 8
+    # The reported accuracy is the chosen model's, and the choice carries to data it never saw.
+    reduced = reduce_model(model, loader, keep_blocks=1, rank=found.ranks, max_samples=600)
+    assert evaluate_model(reduced, validation, disable_tqdm=True)["accuracy"] == found.validation_accuracy
+    assert evaluate_model(reduced, held_out, disable_tqdm=True)["accuracy"] >= 0.95
+    # Bisection is tight for the last subspace searched: one rank fewer misses the final target.
+    last = 2  # subspaces of 64, 96, 20 neurons are searched largest first: the 20 last
+    if found.ranks[last] > 1:
+        fewer = list(found.ranks)
+        fewer[last] -= 1
+        smaller = reduce_model(model, loader, keep_blocks=1, rank=fewer, max_samples=600)
+        assert evaluate_model(smaller, validation, disable_tqdm=True)["accuracy"] < 1.0 - 0.02
 
 
 def test_batch_norm_folding_is_exact():

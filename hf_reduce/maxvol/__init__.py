@@ -5,7 +5,18 @@ from ..auto_classes import register_image_family
 from .algorithm import maxvol, rect_maxvol
 from .configuration_maxvol import MaxVolConfig
 from .modeling_maxvol import MaxVolForImageClassification, MaxVolModel, MaxVolPreTrainedModel
-from .rom import SELECTIONS, Reduction, block_parts, reduce_model, reduce_tail, select_neurons
+from .rank_search import RankSearch, search_ranks
+from .rom import (
+    SELECTIONS,
+    Reduction,
+    SampledActivation,
+    TailSample,
+    block_parts,
+    reduce_model,
+    reduce_tail,
+    sample_tail,
+    select_neurons,
+)
 
 register_image_family(MaxVolConfig, MaxVolModel, MaxVolForImageClassification)
 
@@ -15,11 +26,16 @@ __all__ = [
     "MaxVolForImageClassification",
     "MaxVolModel",
     "MaxVolPreTrainedModel",
+    "RankSearch",
     "Reduction",
+    "SampledActivation",
+    "TailSample",
     "block_parts",
     "maxvol",
     "rect_maxvol",
     "reduce_model",
     "reduce_tail",
+    "sample_tail",
+    "search_ranks",
     "select_neurons",
 ]

@@ -110,6 +110,49 @@ class Subspace:
     energy: float
 
 
+@dataclass
+class SampledActivation:
+    """The SVD of one sampled activation: left singular vectors (neurons x k) and the cumulative energy."""
+
+    U: torch.Tensor
+    cumulative: torch.Tensor
+    samples: int
+
+    @classmethod
+    def of(cls, activations: torch.Tensor) -> SampledActivation:
+        """From (samples x neurons) activations."""
+        U, S, _ = torch.linalg.svd(activations.T.double(), full_matrices=False)
+        cumulative = (S**2).cumsum(0) / (S**2).sum().clamp_min(1e-300)
+        return cls(U, cumulative, activations.shape[0])
+
+    @property
+    def neurons(self) -> int:
+        return self.U.shape[0]
+
+    def rank_for(self, energy: float) -> int:
+        """The smallest rank that keeps ``energy`` of the squared singular values."""
+        return int((self.cumulative < energy).sum().item()) + 1
+
+    def select(
+        self, rank: int | None, energy: float, selection: str, rect_tol: float, max_neurons_factor: float
+    ) -> Subspace:
+        """(rect_)maxvol on the top ``rank`` left vectors (``rank=None``: :meth:`rank_for` ``energy``)."""
+        rank = self.rank_for(energy) if rank is None else rank
+        if rank > len(self.cumulative) or rank < 1:
+            raise ValueError(
+                f"rank {rank} is impossible for an activation of {self.neurons} neurons sampled "
+                f"{self.samples} times (at most {len(self.cumulative)}): lower the rank or sample more data"
+            )
+        basis = self.U[:, :rank]
+        if selection == "maxvol":
+            index, C = maxvol(basis)
+        else:
+            max_rows = max(rank, min(self.neurons, int(round(max_neurons_factor * rank))))
+            index, C = rect_maxvol(basis, tol=rect_tol, max_rows=max_rows)
+        order = torch.argsort(index)  # neurons in memory order: gathers stay cache-friendly
+        return Subspace(index[order], C[:, order].float(), rank, float(self.cumulative[rank - 1]))
+
+
 def select_neurons(
     activations: torch.Tensor,
     rank: int | None,
@@ -122,24 +165,7 @@ def select_neurons(
 
     ``rank=None`` takes the smallest rank that keeps ``energy`` of the squared singular values.
     """
-    X = activations.T.double()  # neurons x samples
-    U, S, _ = torch.linalg.svd(X, full_matrices=False)
-    cumulative = (S**2).cumsum(0) / (S**2).sum().clamp_min(1e-300)
-    if rank is None:
-        rank = int((cumulative < energy).sum().item()) + 1
-    if rank > len(S) or rank < 1:
-        raise ValueError(
-            f"rank {rank} is impossible for an activation of {X.shape[0]} neurons sampled {X.shape[1]} times "
-            f"(at most {len(S)}): lower the rank or sample more data"
-        )
-    basis = U[:, :rank]
-    if selection == "maxvol":
-        index, C = maxvol(basis)
-    else:
-        max_rows = max(rank, min(X.shape[0], int(round(max_neurons_factor * rank))))
-        index, C = rect_maxvol(basis, tol=rect_tol, max_rows=max_rows)
-    order = torch.argsort(index)  # neurons in memory order: gathers stay cache-friendly
-    return Subspace(index[order], C[:, order].float(), rank, float(cumulative[rank - 1]))
+    return SampledActivation.of(activations).select(rank, energy, selection, rect_tol, max_neurons_factor)
 
 
 @dataclass
@@ -178,7 +204,7 @@ def _collect(
 @dataclass
 class Reduction:
     """Everything a reduced model needs: the kept blocks, the input selection, the reduced layers, the
-    classifier's folded first layer, and the ranks / energies / neuron counts for the report."""
+    classifier's folded first layer, and the ranks / energies / neuron counts / samples for the report."""
 
     keep_blocks: int
     input_index: torch.Tensor
@@ -188,12 +214,49 @@ class Reduction:
     ranks: list[int]
     energies: list[float]
     neurons: list[int]
+    samples: int
+
+
+@dataclass
+class TailSample:
+    """A conv tail's activations sampled once and decomposed: the tail's input and every block's output.
+    Reductions of the same tail at many ranks (a rank search) reuse it instead of sampling again."""
+
+    keep_blocks: int
+    shapes: list[tuple[int, int, int]]
+    activations: list[SampledActivation]
+
+
+def _check_keep_blocks(model: nn.Module, keep_blocks: int) -> list[nn.Module]:
+    blocks = list(model.features)
+    if not 0 <= keep_blocks < len(blocks):
+        raise ValueError(
+            f"keep_blocks must be in [0, {len(blocks) - 1}] for {len(blocks)} blocks, got {keep_blocks}"
+        )
+    return blocks
+
+
+@torch.no_grad()
+def sample_tail(
+    model: nn.Module, dataloader: Iterable, *, keep_blocks: int, max_samples: int = 2048
+) -> TailSample:
+    """Sample and decompose the activations of blocks ``keep_blocks ...`` over ``max_samples`` images."""
+    blocks = _check_keep_blocks(model, keep_blocks)
+    for b in blocks[keep_blocks:]:
+        block_parts(b)  # refuse what cannot be reduced before sampling
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    activations = _collect(model, blocks, keep_blocks, dataloader, max_samples, device)
+    shapes = _shapes(model, blocks, keep_blocks, device)
+    model.train(was_training)
+    return TailSample(keep_blocks, shapes, [SampledActivation.of(a) for a in activations])
 
 
 @torch.no_grad()
 def reduce_tail(
     model: nn.Module,
-    dataloader: Iterable,
+    dataloader: Iterable | None,
     *,
     keep_blocks: int,
     rank: int | Sequence[int | None] | None = None,
@@ -202,17 +265,15 @@ def reduce_tail(
     rect_tol: float = 1.0,
     max_neurons_factor: float = 2.0,
     max_samples: int = 2048,
+    sample: TailSample | None = None,
 ) -> Reduction:
     """Reduce the blocks ``keep_blocks ...`` of ``model.features`` (a VGG-style classifier: ``normalize``,
     ``features``, ``pool``, ``classifier``). ``rank`` (one value, or one per subspace: the tail's input and
-    each reduced block's output) or ``energy`` sets the subspace dimensions."""
+    each reduced block's output) or ``energy`` sets the subspace dimensions. ``sample`` (from
+    :func:`sample_tail`) replaces sampling ``dataloader`` again."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; available: {list(SELECTIONS)}")
-    blocks = list(model.features)
-    if not 0 <= keep_blocks < len(blocks):
-        raise ValueError(
-            f"keep_blocks must be in [0, {len(blocks) - 1}] for {len(blocks)} blocks, got {keep_blocks}"
-        )
+    blocks = _check_keep_blocks(model, keep_blocks)
     parts = [block_parts(b) for b in blocks[keep_blocks:]]
     n_subspaces = len(parts) + 1
     ranks = list(rank) if isinstance(rank, Sequence) else [rank] * n_subspaces
@@ -221,18 +282,23 @@ def reduce_tail(
             f"need one rank per subspace (the tail's input and {len(parts)} block outputs: {n_subspaces}), "
             f"got {len(ranks)}"
         )
+    if sample is None:
+        if dataloader is None:
+            raise ValueError("reduce_tail needs a dataloader to sample, or a sample from sample_tail")
+        sample = sample_tail(model, dataloader, keep_blocks=keep_blocks, max_samples=max_samples)
+    elif sample.keep_blocks != keep_blocks:
+        raise ValueError(f"the sample is of the tail after {sample.keep_blocks} blocks, not {keep_blocks}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    activations = _collect(model, blocks, keep_blocks, dataloader, max_samples, device)
-    shapes = _shapes(model, blocks, keep_blocks, device)
+    shapes = sample.shapes
     subspaces = []
-    for k, (acts, r) in enumerate(zip(activations, ranks, strict=True)):
-        sub = select_neurons(acts, r, energy, selection, rect_tol, max_neurons_factor)
+    for k, (sampled, r) in enumerate(zip(sample.activations, ranks, strict=True)):
+        sub = sampled.select(r, energy, selection, rect_tol, max_neurons_factor)
         logger.debug(
             "subspace %d (%d neurons): rank %d keeps %.5f of the energy, %d neurons selected",
             k,
-            acts.shape[1],
+            sampled.neurons,
             sub.rank,
             sub.energy,
             len(sub.index),
@@ -268,6 +334,7 @@ def reduce_tail(
         ranks=[s.rank for s in subspaces],
         energies=[s.energy for s in subspaces],
         neurons=[len(s.index) for s in subspaces],
+        samples=sample.activations[0].samples,
     )
 
 
@@ -287,7 +354,7 @@ def _shapes(model: nn.Module, blocks: Sequence[nn.Module], keep: int, device) ->
 
 def reduce_model(
     model: nn.Module,
-    dataloader: Iterable,
+    dataloader: Iterable | None,
     *,
     keep_blocks: int,
     rank: int | Sequence[int | None] | None = None,
@@ -297,13 +364,15 @@ def reduce_model(
     max_neurons_factor: float = 2.0,
     max_samples: int = 2048,
     original_model: str | None = None,
+    sample: TailSample | None = None,
 ) -> MaxVolForImageClassification:
     """The MaxVol reduced-order model of a trained VGG-style classifier, as a ``PreTrainedModel``.
 
     Blocks ``0 .. keep_blocks-1`` of ``model.features`` are kept; the rest of the conv tail is replaced by
     small dense maps over selected neurons (see the module docstring). ``dataloader`` yields batches with
     ``pixel_values``; ``max_samples`` images are used to estimate the subspaces. ``rank`` fixes each subspace's
-    dimension (one value, or one per subspace), else ``energy`` chooses it.
+    dimension (one value, or one per subspace), else ``energy`` chooses it. ``sample`` (from :func:`sample_tail`)
+    replaces sampling ``dataloader`` again.
     """
     from .configuration_maxvol import MaxVolConfig
     from .modeling_maxvol import MaxVolForImageClassification
@@ -318,6 +387,7 @@ def reduce_model(
         rect_tol=rect_tol,
         max_neurons_factor=max_neurons_factor,
         max_samples=max_samples,
+        sample=sample,
     )
     c = model.config
     head = [block_parts(b) for b in list(model.features)[:keep_blocks]]
@@ -351,7 +421,7 @@ def reduce_model(
             "selection": selection,
             "rect_tol": rect_tol,
             "max_neurons_factor": max_neurons_factor,
-            "samples": max_samples,
+            "samples": reduction.samples,
         },
         image_mean=list(c.image_mean),
         image_std=list(c.image_std),
