@@ -42,6 +42,26 @@ def test_reduce_compare_finetune_and_card(trained_vgg, tmp_path):
     assert_no_local_paths(tmp_path / "model", trained_vgg, tmp_path)
 
 
+def test_ranks_chosen_by_validation_accuracy(trained_vgg, tmp_path):
+    from transformers import AutoConfig
+
+    args = ["--model_name_or_path", trained_vgg, "--dataset", "digits", "--keep_blocks", "1",
+            "--latency_repeats", "2", "--disable_tqdm", "true"]  # fmt: skip
+    by_energy = main([*args, "--output_dir", str(tmp_path / "energy"), "--energy", "0.9999"])
+    searched = main([*args, "--output_dir", str(tmp_path / "search"), "--max_accuracy_drop", "0.02"])
+    search = AutoConfig.from_pretrained(tmp_path / "search" / "model").reduction["rank_search"]
+    assert search["max_accuracy_drop"] == 0.02 and search["models_tried"] > 1
+    assert search["validation_accuracy"] >= search["original_validation_accuracy"] - 0.02
+    # The search starts at the 0.9999-energy ranks and only lowers them.
+    assert search["start_ranks"] == by_energy["ranks"]
+    assert all(r <= s for r, s in zip(searched["ranks"], by_energy["ranks"], strict=True))
+    assert sum(searched["ranks"]) < sum(by_energy["ranks"])
+    with pytest.raises(ValueError, match=r"--max_accuracy_drop chooses the ranks; drop --rank \[4\]"):
+        ReductionArguments(max_accuracy_drop=0.01, rank=[4])
+    with pytest.raises(ValueError, match="max_accuracy_drop is a fraction of accuracy in"):
+        ReductionArguments(max_accuracy_drop=1.0)
+
+
 def test_distillation_loss_is_zero_gradient_at_the_teacher():
     torch.manual_seed(0)
     config = ODEConfig(channels=[4], ode_stages=[False], image_size=8, num_labels=3)

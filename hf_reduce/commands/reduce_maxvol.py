@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..distillation import distill_if_better
 from ..hub import public_model_id
-from ..maxvol import SELECTIONS, reduce_model
+from ..maxvol import SELECTIONS, reduce_model, sample_tail, search_ranks
 from ..profiling import compare_models, cost_ratios, summary_in_words
 from ..training import TrainingArguments
 from .common import DEFAULT_TRAINED_CNN, DataArguments, HubArguments, command_main
@@ -47,6 +47,15 @@ class ReductionArguments:
     energy: float = field(
         default=0.99, metadata={"help": "Energy kept by each subspace when no rank is given."}
     )
+    max_accuracy_drop: float | None = field(
+        default=None,
+        metadata={
+            "help": "Choose each subspace's rank by validation accuracy instead: the smallest ranks whose "
+            "accuracy on the held-out training images (--validation_fraction) stays within this drop "
+            "(0.01 = 1 pt) of the original's. The original saw those images in training, so the test "
+            "drop may be larger: the comparison table reports it."
+        },
+    )
     selection: str = field(default="rect_maxvol", metadata={"help": "rect_maxvol or maxvol."})
     rect_tol: float = field(default=1.0, metadata={"help": "rect_maxvol: bound on the rows of C."})
     max_neurons_factor: float = field(
@@ -73,6 +82,13 @@ class ReductionArguments:
             raise ValueError(f"unknown selection {self.selection!r}; available: {list(SELECTIONS)}")
         if not 0 < self.energy <= 1:
             raise ValueError(f"energy must lie in (0, 1], got {self.energy}")
+        if self.max_accuracy_drop is not None:
+            if not 0 <= self.max_accuracy_drop < 1:
+                raise ValueError(
+                    f"max_accuracy_drop is a fraction of accuracy in [0, 1), got {self.max_accuracy_drop}"
+                )
+            if self.rank:
+                raise ValueError(f"--max_accuracy_drop chooses the ranks; drop --rank {self.rank}")
 
 
 def run(
@@ -90,18 +106,45 @@ def run(
     sampler = DataLoader(
         train_data, batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(training_args.seed)
     )
+    options = dict(
+        selection=args.selection, rect_tol=args.rect_tol, max_neurons_factor=args.max_neurons_factor
+    )
+    rank, search = (args.rank[0] if len(args.rank) == 1 else args.rank) or None, None
+    sample = sample_tail(original, sampler, keep_blocks=keep, max_samples=args.max_samples)
+    if args.max_accuracy_drop is not None:
+        # The images distillation holds out to judge itself (same split), so the search never fits on them.
+        n_val = max(1, int(len(train_data) * args.validation_fraction))
+        order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(training_args.seed))
+        validation = Subset(train_data, order[:n_val].tolist())
+        search = search_ranks(
+            original,
+            None,
+            validation,
+            keep_blocks=keep,
+            max_drop=args.max_accuracy_drop,
+            accelerator=accelerator,
+            sample=sample,
+            **options,
+        )
+        rank = search.ranks
     reduced = reduce_model(
         original,
-        sampler,
+        None,
+        sample=sample,
         keep_blocks=keep,
-        rank=(args.rank[0] if len(args.rank) == 1 else args.rank) or None,
+        rank=rank,
         energy=args.energy,
-        selection=args.selection,
-        rect_tol=args.rect_tol,
-        max_neurons_factor=args.max_neurons_factor,
-        max_samples=args.max_samples,
+        **options,
         original_model=public_model_id(args.model_name_or_path) or "a local model",  # no local paths
     )
+    if search is not None:
+        reduced.config.reduction["rank_search"] = {
+            "max_accuracy_drop": args.max_accuracy_drop,
+            "validation_accuracy": search.validation_accuracy,
+            "original_validation_accuracy": search.original_accuracy,
+            "start_ranks": search.start_ranks,
+            "models_tried": len(search.trials),
+        }
     finetuning: dict[str, Any] = {}
     if args.finetune_epochs > 0:
         finetuning = distill_if_better(
