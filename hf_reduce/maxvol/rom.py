@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -117,6 +117,9 @@ class SampledActivation:
     U: torch.Tensor
     cumulative: torch.Tensor
     samples: int
+    # Selections already made, by (rank, selection, rect_tol, max_neurons_factor): a rank search asks for the
+    # same subspace at the same rank in many trials, and rect_maxvol at rank ~1000 takes seconds.
+    _selected: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, activations: torch.Tensor) -> SampledActivation:
@@ -138,6 +141,12 @@ class SampledActivation:
     ) -> Subspace:
         """(rect_)maxvol on the top ``rank`` left vectors (``rank=None``: :meth:`rank_for` ``energy``)."""
         rank = self.rank_for(energy) if rank is None else rank
+        key = (rank, selection, rect_tol, max_neurons_factor)
+        if key not in self._selected:
+            self._selected[key] = self._select(rank, selection, rect_tol, max_neurons_factor)
+        return self._selected[key]
+
+    def _select(self, rank: int, selection: str, rect_tol: float, max_neurons_factor: float) -> Subspace:
         if rank > len(self.cumulative) or rank < 1:
             raise ValueError(
                 f"rank {rank} is impossible for an activation of {self.neurons} neurons sampled "
