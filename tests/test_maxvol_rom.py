@@ -119,6 +119,13 @@ def test_rank_search_keeps_validation_accuracy_within_the_budget_with_fewer_rank
     reduced = reduce_model(model, loader, keep_blocks=1, rank=found.ranks, max_samples=600)
     assert evaluate_model(reduced, validation, disable_tqdm=True)["accuracy"] == found.validation_accuracy
     assert evaluate_model(reduced, held_out, disable_tqdm=True)["accuracy"] >= 0.95
+    # The budget is shared by neuron count: the first subspace searched (96 of 180 neurons) may spend 96/180 of
+    # it, with the others at their start ranks, and one rank fewer would overspend.
+    tried = {tuple(t["ranks"]): t["accuracy"] for t in found.trials}
+    first = (found.start_ranks[0], found.ranks[1], found.start_ranks[2])
+    assert tried[first] >= 1.0 - 0.02 * 96 / 180
+    if found.ranks[1] > 1:
+        assert tried[(first[0], first[1] - 1, first[2])] < 1.0 - 0.02 * 96 / 180
     # Bisection is tight for the last subspace searched: one rank fewer misses the final target.
     last = 2  # subspaces of 64, 96, 20 neurons are searched largest first: the 20 last
     if found.ranks[last] > 1:

@@ -4,8 +4,9 @@ One energy level treats all subspaces alike, yet the accuracy lost per dropped d
 the last block's output feeds the classifier directly, early tail blocks are re-mixed by later ones. The search
 samples the tail once (:func:`~.rom.sample_tail`) and then, subspace by subspace from the largest, bisects the
 smallest rank whose reduced model keeps validation accuracy above a target. The accuracy budget ``max_drop``
-is spent evenly: after ``j`` of ``n`` subspaces the allowed drop is ``max_drop * j / n``, so the first subspace
-cannot take all of it.
+is shared in proportion to the subspaces' neuron counts (their dense maps' cost): after the subspaces searched
+so far, holding a share ``q`` of all neurons, the allowed drop is ``max_drop * q``. So the first subspace cannot
+take all of the budget, and a 256-neuron one does not hold back a 2304-neuron one as an even split would.
 """
 
 from __future__ import annotations
@@ -71,9 +72,12 @@ def search_ranks(
         return trials[tuple(ranks)]
 
     ranks = list(start)
-    order = sorted(range(len(ranks)), key=lambda k: -sample.activations[k].neurons)
-    for done, k in enumerate(order, start=1):
-        target = original - max_drop * done / len(order)
+    neurons = [a.neurons for a in sample.activations]
+    order = sorted(range(len(ranks)), key=lambda k: -neurons[k])
+    searched = 0
+    for k in order:
+        searched += neurons[k]
+        target = original - max_drop * searched / sum(neurons)
         low, high = 1, ranks[k]
         if accuracy(ranks) < target:  # even the start rank misses: keep it, later subspaces get the slack
             continue
