@@ -33,3 +33,26 @@ def write_results(name: str, payload) -> str:
     folder = Path(__file__).resolve().parent / "results"
     folder.mkdir(exist_ok=True)
     return str(write_json_atomic(folder / f"{name}.json", payload))
+
+
+class ResultsFile:
+    """A resumable benchmark's JSON results. Every read is fresh and every update re-reads, applies the change
+    and writes atomically, so studies running side by side keep each other's results and an interrupted one
+    resumes from what it wrote last."""
+
+    def __init__(self, path, empty: dict) -> None:
+        self.path, self.empty = path, empty
+
+    def load(self) -> dict:
+        import copy
+        import json
+
+        return json.loads(self.path.read_text()) if self.path.exists() else copy.deepcopy(self.empty)
+
+    def update(self, change) -> dict:
+        from hf_reduce.utils import write_json_atomic
+
+        done = self.load()
+        change(done)
+        write_json_atomic(self.path, done)
+        return done

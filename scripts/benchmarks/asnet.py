@@ -34,12 +34,12 @@ The paper's own setting (VGG-19 on CIFAR-10, not run here: no CIFAR-10 offline, 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _measure import ResultsFile
 from _networks import fashion_mnist, trained_network
 from torch.utils.data import DataLoader
 
@@ -55,24 +55,13 @@ from hf_reduce.commands.common import format_table
 from hf_reduce.distillation import distill_if_better
 from hf_reduce.profiling import compare_models
 from hf_reduce.training import TrainingArguments, evaluate_model, make_accelerator
-from hf_reduce.utils import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "asnet.json"
 ATTACKS = ("active_subspace", "uap", "random")
 
 
-def load_results() -> dict:
-    if RESULTS.exists():
-        return json.loads(RESULTS.read_text())
-    return {"layers": [], "asnets": {}, "attacks": {}}
-
-
-def save(update) -> dict:
-    """Re-read, apply ``update``, write atomically: runs side by side keep each other's results."""
-    done = load_results()
-    update(done)
-    write_json_atomic(RESULTS, done)
-    return done
+STORE = ResultsFile(RESULTS, {"layers": [], "asnets": {}, "attacks": {}})
+load_results, save = STORE.load, STORE.update
 
 
 def part_layers(model, train, args) -> list[dict]:

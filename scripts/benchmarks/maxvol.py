@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _measure import ResultsFile
 from _networks import fashion_mnist, trained_network
 from torch.utils.data import DataLoader
 
@@ -47,22 +47,14 @@ from hf_reduce.distillation import distill_if_better
 from hf_reduce.maxvol import maxvol, rect_maxvol, reduce_model, sample_tail, search_ranks
 from hf_reduce.profiling import count_macs, count_parameters, interleaved_latency
 from hf_reduce.training import TrainingArguments, evaluate_model, make_accelerator
-from hf_reduce.utils import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "maxvol.json"
 #: Tail starts per network (blocks kept as convolutions): the deep VGG's stage 3 (7x7) or stage 4 (3x3) on.
 KEEP_BLOCKS = {"deep": [7, 4], "reference": [3, 2]}
 
 
-def load_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {"networks": {}, "reductions": {}}
-
-
-def save(update) -> None:
-    """Re-read, apply ``update``, write atomically: runs side by side keep each other's results."""
-    done = load_results()
-    update(done)
-    write_json_atomic(RESULTS, done)
+STORE = ResultsFile(RESULTS, {"networks": {}, "reductions": {}})
+load_results, save = STORE.load, STORE.update
 
 
 def cost(models: dict, test, accelerator, repeats: int) -> dict[str, dict]:

@@ -25,18 +25,17 @@ The paper's CIFAR-10 setting, unchanged, on a GPU (not run here: no CIFAR-10 off
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
+from _measure import ResultsFile
 
 import hf_reduce  # noqa: F401
 from hf_reduce.commands.common import channel_stats, format_table
 from hf_reduce.data import DEBIAN_FASHION_MNIST, image_tensors, label_names, load_image_classification
 from hf_reduce.ode import ODEConfig, ODEForImageClassification
 from hf_reduce.training import TrainingArguments, evaluate_model, train
-from hf_reduce.utils import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results" / "ode_norms.json"
@@ -50,15 +49,8 @@ VARIANTS: dict[str, dict | None] = {
 CONVERGED_PT = 0.2
 
 
-def load_results() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {"settings": {}, "variants": {}}
-
-
-def save(update) -> None:
-    """Re-read, apply ``update``, write atomically: runs side by side keep each other's results."""
-    done = load_results()
-    update(done)
-    write_json_atomic(RESULTS, done)
+STORE = ResultsFile(RESULTS, {"settings": {}, "variants": {}})
+load_results, save = STORE.load, STORE.update
 
 
 def converged(epochs: list[dict]) -> bool:
