@@ -110,7 +110,7 @@ def run_variant(name: str, args: argparse.Namespace, train_set, test_set, mean, 
         epoch = -(-step["global"] // steps_per_epoch)  # from the step, so a resumed run numbers alike
 
         def append(done):
-            entry = done["variants"].setdefault(key, {"variant": name, "epochs": []})
+            entry = done["variants"].setdefault(key, {"variant": name, "seed": args.seed, "epochs": []})
             entry["epochs"] = [e for e in entry["epochs"] if e["epoch"] < epoch]
             entry["epochs"].append({"epoch": epoch, "accuracy": metrics["accuracy"]})
 
@@ -170,6 +170,8 @@ def plot(results: dict, path: Path) -> None:
         label = ("ResNet" if entry["variant"] == "ResNet" else f"ODENet {entry['variant']}") + (
             f" {accs[-1]:.2f} %" if accs else ""
         )
+        if "seed" in entry:
+            label += f" (seed {entry['seed']})"
         ax.plot(epochs, accs, style, marker="o", ms=3, label=label)
     finals = [100 * e["epochs"][-1]["accuracy"] for e in results["variants"].values() if e["epochs"]]
     if finals:
@@ -196,7 +198,7 @@ def main() -> None:
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    settings = {k: v for k, v in vars(args).items() if k != "variants"}
+    settings = {k: v for k, v in vars(args).items() if k not in ("variants", "seed")}  # seeds add up
     if args.variants:
         recorded = load_results()["settings"]
         if recorded and recorded != settings:
@@ -211,14 +213,17 @@ def main() -> None:
                 run_variant(name, args, *splits)
     results = load_results()
     print(format_table(summary(results)))
-    odenets = [e for e in results["variants"].values() if e["variant"] != "ResNet" and e.get("finished")]
-    resnet = [e for e in results["variants"].values() if e["variant"] == "ResNet" and e.get("finished")]
-    if odenets and resnet:
-        best = max(odenets, key=lambda e: e["final"])
+    finals: dict[str, list[float]] = {}
+    for entry in results["variants"].values():
+        if entry.get("finished"):
+            finals.setdefault(entry["variant"], []).append(entry["final"])
+    means = {name: statistics.mean(values) for name, values in finals.items()}
+    odenets = {name: m for name, m in means.items() if name != "ResNet"}
+    if odenets and "ResNet" in means:
+        best = max(odenets, key=odenets.get)
         print(
-            f"best ODENet ({best['variant']}) {best['final']:.4f}; ResNet {resnet[0]['final']:.4f}; "
-            f"gap {resnet[0]['final'] - best['final']:+.4f}; mean ODENet "
-            f"{statistics.mean(e['final'] for e in odenets):.4f}"
+            f"best ODENet ({best}) {odenets[best]:.4f}; ResNet {means['ResNet']:.4f}; gap "
+            f"{means['ResNet'] - odenets[best]:+.4f} (means over {dict((k, len(v)) for k, v in finals.items())} seeds)"
         )
     plot(results, RESULTS.with_suffix(".png"))
     print(RESULTS, RESULTS.with_suffix(".png"))
