@@ -79,7 +79,7 @@ def search_ranks(
         searched += neurons[k]
         target = original - max_drop * searched / sum(neurons)
         low, high = 1, ranks[k]
-        if accuracy(ranks) < target:  # even the start rank misses: keep it, later subspaces get the slack
+        if accuracy(ranks) < target:  # even the current ranks miss this share: nothing to lower here
             continue
         while low < high:
             middle = (low + high) // 2
