@@ -90,6 +90,8 @@ def test_a_sampled_tail_gives_the_same_reduction_as_sampling_again():
     sample = sample_tail(model, loader, keep_blocks=1, max_samples=600)
     with pytest.raises(ValueError, match="the sample is of the tail after 1 blocks, not 0"):
         reduce_model(model, None, keep_blocks=0, sample=sample)
+    with pytest.raises(ValueError, match="the sample was taken from another model"):
+        reduce_model(_vgg(seed=1), None, keep_blocks=1, sample=sample)
     for rank in ([10, 12, 6], None):
         direct = reduce_model(model, loader, keep_blocks=1, rank=rank, energy=0.99, max_samples=600)
         reused = reduce_model(model, None, keep_blocks=1, rank=rank, energy=0.99, sample=sample)

@@ -234,6 +234,19 @@ class TailSample:
     keep_blocks: int
     shapes: list[tuple[int, int, int]]
     activations: list[SampledActivation]
+    # Sums of the conv blocks' weights and statistics when sampled: a reduction built from the sample of
+    # another model (or of this one before more training) would be silently wrong.
+    fingerprint: torch.Tensor
+
+
+def _fingerprint(model: nn.Module) -> torch.Tensor:
+    return torch.stack(
+        [
+            t.detach().double().sum().cpu()
+            for t in model.features.state_dict().values()
+            if t.is_floating_point()
+        ]
+    )
 
 
 def _check_keep_blocks(model: nn.Module, keep_blocks: int) -> list[nn.Module]:
@@ -259,7 +272,9 @@ def sample_tail(
     activations = _collect(model, blocks, keep_blocks, dataloader, max_samples, device)
     shapes = _shapes(model, blocks, keep_blocks, device)
     model.train(was_training)
-    return TailSample(keep_blocks, shapes, [SampledActivation.of(a) for a in activations])
+    return TailSample(
+        keep_blocks, shapes, [SampledActivation.of(a) for a in activations], _fingerprint(model)
+    )
 
 
 @torch.no_grad()
@@ -297,6 +312,13 @@ def reduce_tail(
         sample = sample_tail(model, dataloader, keep_blocks=keep_blocks, max_samples=max_samples)
     elif sample.keep_blocks != keep_blocks:
         raise ValueError(f"the sample is of the tail after {sample.keep_blocks} blocks, not {keep_blocks}")
+    else:
+        now = _fingerprint(model)
+        if now.shape != sample.fingerprint.shape or not torch.equal(now, sample.fingerprint):
+            raise ValueError(
+                "the sample was taken from another model, or from this one before its weights changed: "
+                "sample it again with sample_tail"
+            )
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
