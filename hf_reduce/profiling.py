@@ -65,30 +65,36 @@ def interleaved_latency(
     return results
 
 
-def compare_models(
-    original: torch.nn.Module, reduced: torch.nn.Module, test_data: Any, accelerator: Any, repeats: int
-) -> list[dict[str, Any]]:
-    """Accuracy, parameters, MACs and interleaved latency (batch 1 and 64) of both models, one row each."""
-    c = original.config
+def model_costs(
+    models: Mapping[str, torch.nn.Module], test_data: Any, accelerator: Any, repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Accuracy on ``test_data``, parameters, MACs and latency (batch 1 and 64, measured interleaved) of each
+    model, by name."""
+    c = next(iter(models.values())).config
     example = test_data[0]["pixel_values"][None]
-    models = {"original": original, "reduced": reduced}
     latency = interleaved_latency(
         models,
         lambda b: torch.rand(b, c.num_channels, c.image_size, c.image_size, device=accelerator.device),
         repeats=repeats,
     )
-    rows = []
-    for name, model in models.items():
-        rows.append(
-            {
-                "model": name,
-                "accuracy": _evaluate(model, test_data, accelerator=accelerator, desc=name)["accuracy"],
-                "parameters": count_parameters(model),
-                "MACs": count_macs(model, example.to(accelerator.device)),
-                "latency b1 ms": 1000 * latency[name][1],
-                "latency b64 ms": 1000 * latency[name][64],
-            }
-        )
+    return {
+        name: {
+            "accuracy": _evaluate(model, test_data, accelerator=accelerator, desc=name)["accuracy"],
+            "parameters": count_parameters(model),
+            "MACs": count_macs(model, example.to(accelerator.device)),
+            "latency b1 ms": 1000 * latency[name][1],
+            "latency b64 ms": 1000 * latency[name][64],
+        }
+        for name, model in models.items()
+    }
+
+
+def compare_models(
+    original: torch.nn.Module, reduced: torch.nn.Module, test_data: Any, accelerator: Any, repeats: int
+) -> list[dict[str, Any]]:
+    """Accuracy, parameters, MACs and interleaved latency (batch 1 and 64) of both models, one row each."""
+    costs = model_costs({"original": original, "reduced": reduced}, test_data, accelerator, repeats)
+    rows = [{"model": name, **row} for name, row in costs.items()]
     rows.append(in_words(rows[0], rows[1]))
     return rows
 

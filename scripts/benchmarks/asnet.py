@@ -44,13 +44,11 @@ from _networks import fashion_mnist, trained_network
 from torch.utils.data import DataLoader
 
 from hf_reduce.asnet import (
-    active_subspace_attack,
     active_subspaces,
     build_asnet,
-    deepfool_uap,
-    random_direction,
     universal_report,
 )
+from hf_reduce.commands.attack import universal_vector
 from hf_reduce.commands.common import format_table
 from hf_reduce.distillation import distill_if_better
 from hf_reduce.profiling import compare_models
@@ -139,14 +137,6 @@ def part_asnets(model, train, test, args) -> None:
             save(lambda done, name=name, result=result: done["asnets"].__setitem__(name, result))
 
 
-def universal_vector(attack: str, model, x, y, eps: float, seed: int, args) -> torch.Tensor:
-    if attack == "active_subspace":
-        return active_subspace_attack(model, x, y, eps, iterations=args.as_iterations)
-    if attack == "uap":
-        return deepfool_uap(model, x, y, eps, passes=args.uap_passes, seed=seed)
-    return random_direction(x.shape[1:], eps, seed=seed)
-
-
 def part_attacks(model, train, test, args) -> None:
     images, labels = train.tensors["pixel_values"], train.tensors["labels"]
     test_x, test_y = test.tensors["pixel_values"], test.tensors["labels"]
@@ -159,7 +149,9 @@ def part_attacks(model, train, test, args) -> None:
                 if name in load_results()["attacks"]:
                     continue
                 started = time.perf_counter()
-                delta = universal_vector(attack, model, x, y, eps, seed, args)
+                delta = universal_vector(
+                    attack, model, x, y, eps, seed, args
+                )  # as hf-reduce attack computes it
                 report = universal_report(model, test_x, test_y, delta)
                 result = {
                     "attack": attack,

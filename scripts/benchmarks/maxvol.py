@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 from hf_reduce.commands.common import format_table
 from hf_reduce.distillation import distill_if_better
 from hf_reduce.maxvol import maxvol, rect_maxvol, reduce_model, sample_tail, search_ranks
-from hf_reduce.profiling import count_macs, count_parameters, interleaved_latency
+from hf_reduce.profiling import interleaved_latency, model_costs
 from hf_reduce.training import TrainingArguments, evaluate_model, make_accelerator
 
 RESULTS = Path(__file__).resolve().parent / "results" / "maxvol.json"
@@ -55,25 +55,6 @@ KEEP_BLOCKS = {"deep": [7, 4], "reference": [4]}
 
 STORE = ResultsFile(RESULTS, {"networks": {}, "reductions": {}})
 load_results, save = STORE.load, STORE.update
-
-
-def cost(models: dict, test, accelerator, repeats: int) -> dict[str, dict]:
-    """Accuracy (reported test half), parameters, MACs and interleaved latency of each model."""
-    c = next(iter(models.values())).config
-    latency = interleaved_latency(
-        models, lambda b: torch.rand(b, c.num_channels, c.image_size, c.image_size), repeats=repeats
-    )
-    example = test[0]["pixel_values"][None]
-    return {
-        name: {
-            "accuracy": evaluate_model(m, test, accelerator=accelerator, disable_tqdm=True)["accuracy"],
-            "parameters": count_parameters(m),
-            "MACs": count_macs(m, example),
-            "latency b1 ms": round(1000 * latency[name][1], 3),
-            "latency b64 ms": round(1000 * latency[name][64], 3),
-        }
-        for name, m in models.items()
-    }
 
 
 def pruned(model, ratio: float):
@@ -123,7 +104,7 @@ def part_reduction(args: argparse.Namespace) -> None:
         train, validation, test = fashion_mnist(model)
         loader = DataLoader(train, batch_size=256, shuffle=True, generator=torch.Generator().manual_seed(0))
         if network not in load_results()["networks"]:
-            row = cost({"original": model}, test, accelerator, args.repeats)["original"]
+            row = model_costs({"original": model}, test, accelerator, args.repeats)["original"]
             save(lambda done, row=row, network=network: done["networks"].__setitem__(network, row))
         training = TrainingArguments(
             output_dir=args.output_dir,
@@ -171,7 +152,7 @@ def part_reduction(args: argparse.Namespace) -> None:
                 folder = Path(args.output_dir) / name.replace("|", "_")
                 folder.mkdir(parents=True, exist_ok=True)
                 torch.save({"maxvol": reduced, "pruned": peer}, folder / "models.pt")  # for --retime
-                rows = cost(
+                rows = model_costs(
                     {"original": model, "maxvol": reduced, "pruned": peer}, test, accelerator, args.repeats
                 )
                 result = {
