@@ -264,3 +264,64 @@ def test_sparse_asnet_keeps_fewer_terms_and_round_trips(tmp_path):
     assert torch.equal(reloaded.terms, asnet.terms)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=x[:8]).logits, asnet(pixel_values=x[:8]).logits)
+
+
+def test_soft_threshold_is_the_l1_proximal_step_at_each_groups_learning_rate():
+    from hf_reduce.asnet.sparse_training import _soft_threshold
+
+    w, b = nn.Parameter(torch.tensor([0.05, -0.3, 0.2, -0.1])), nn.Parameter(torch.tensor([0.05, -0.3]))
+    optimizer = torch.optim.SGD([{"params": [w], "l1": 1.0}, {"params": [b], "l1": 0.0}], lr=0.1)
+    optimizer.register_step_post_hook(_soft_threshold)
+    w.grad, b.grad = torch.zeros(4), torch.zeros(2)
+    optimizer.step()
+    # argmin_v ‖v - w‖² / 2 + lr λ ‖v‖₁ = sign(w) max(|w| - lr λ, 0); the unpenalised group is untouched.
+    torch.testing.assert_close(w.detach(), torch.tensor([0.0, -0.2, 0.1, 0.0]))
+    torch.testing.assert_close(b.detach(), torch.tensor([0.05, -0.3]))
+
+
+def _sparse_case():
+    from hf_reduce.data import TensorDictDataset
+    from hf_reduce.training import TrainingArguments, make_accelerator
+
+    model = _tiny_vgg(layers=(4, "M", 6))
+    x, y, loader = _loader(400, classes=3, shape=(1, 8, 8))
+    asnet = build_asnet(model, loader, cut=1, rank=4)
+    args = TrainingArguments(output_dir="unused", per_device_train_batch_size=50, logging_steps=0)
+    args.disable_tqdm = True
+    return asnet, TensorDictDataset(pixel_values=x, labels=y), args, make_accelerator(args, cpu=True)
+
+
+def test_sparse_training_zeroes_penalised_weights_only_and_reports_the_counts():
+    from hf_reduce.asnet.sparse_training import nonzero_parameters, penalised_weights, sparse_train
+
+    asnet, data, args, accelerator = _sparse_case()
+    penalised = {id(p) for group in penalised_weights(asnet) for p in group}
+    free = {n: p.detach().clone() for n, p in asnet.named_parameters() if id(p) not in penalised}
+    assert free  # biases and the pre-model's norm weights
+    report = sparse_train(asnet, data, args, accelerator, epochs=1, strength=1e4, learning_rate=1e-3)
+    counts = nonzero_parameters(asnet)
+    assert report["nonzero_after"] == counts
+    # lr λ = 1 (pre-model) and 0.1 (head) is far above every weight here: one step zeroes them all ...
+    for m in asnet.pre_model.modules():
+        if isinstance(m, nn.Conv2d):
+            assert m.weight.count_nonzero() == 0
+    assert asnet.projection.weight.count_nonzero() == 0 and asnet.pce.weight.count_nonzero() == 0
+    # ... while the unpenalised parameters kept training (the head's bias is all that predicts now).
+    assert counts["total"] == sum(int(p.count_nonzero()) for n, p in asnet.named_parameters() if n in free)
+    assert counts["total"] < report["nonzero_before"]["total"] <= report["nonzero_before"]["dense_total"]
+    assert any(not torch.equal(p, free[n]) for n, p in asnet.named_parameters() if n in free)
+
+
+def test_sparse_training_at_a_moderate_strength_zeroes_some_weights_not_all():
+    from hf_reduce.asnet.sparse_training import penalised_weights, sparse_train
+
+    asnet, data, args, accelerator = _sparse_case()
+    none = sparse_train(asnet, data, args, accelerator, epochs=1, strength=0.0, learning_rate=1e-2)
+    # No penalty, no zeros: every penalised weight stays non-zero (zero-initialised biases may only fill in).
+    assert all(bool(p.all()) for group in penalised_weights(asnet) for p in group)
+    assert none["nonzero_after"]["total"] >= none["nonzero_before"]["total"]
+    some = sparse_train(asnet, data, args, accelerator, epochs=2, strength=2.0, learning_rate=1e-2)
+    after = some["nonzero_after"]
+    assert 0 < after["pre_model"] < some["nonzero_before"]["pre_model"]
+    with pytest.raises(ValueError, match="strength must be >= 0, got -1"):
+        sparse_train(asnet, data, args, accelerator, epochs=1, strength=-1)

@@ -39,6 +39,23 @@ def test_build_asnet_reports_layers_and_writes_a_card(trained_vgg, tmp_path):
     assert "### Active neurons per layer" in card and f"{summary['pce_terms']} orthonormal Hermite" in card
 
 
+def test_build_asnet_sparse_phase_counts_its_zeros_in_the_config_and_the_summary(trained_vgg, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    summary = build(
+        ["--model_name_or_path", trained_vgg, "--dataset", "digits", "--output_dir", str(tmp_path), "--cut", "1",
+         "--max_samples", "600", "--latency_repeats", "2", "--sparse_epochs", "1", "--sparse_strength", "50",
+         "--sparse_learning_rate", "1e-3", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "model")
+    recorded = model.config.reduction["sparse_training"]
+    nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
+    assert recorded["nonzero_after"]["total"] == nonzero < recorded["nonzero_before"]["total"]
+    original, asnet, _ = summary["tables"]["Original vs ASNet"]
+    assert nonzero < asnet["parameters"]  # dense count unchanged, the zeros are reported beside it
+    assert summary["nonzero params ratio"] == round(original["parameters"] / nonzero, 2)
+
+
 def test_attack_command_rows(trained_vgg, tmp_path):
     summary = attack(
         ["--model_name_or_path", trained_vgg, "--dataset", "digits", "--output_dir", str(tmp_path),
@@ -70,3 +87,5 @@ def test_bad_arguments():
         AttackArguments(eps=[0.0])
     with pytest.raises(ValueError, match="threshold must lie in"):
         ASNetArguments(threshold=1.0)
+    with pytest.raises(ValueError, match="sparse_learning_rate > 0, got 0.0, 0.2 and 0.0"):
+        ASNetArguments(sparse_learning_rate=0.0)

@@ -6,6 +6,7 @@ from .builder import build_asnet
 from .configuration_asnet import ASNetConfig
 from .modeling_asnet import ASNetForImageClassification, ASNetModel, ASNetPreTrainedModel
 from .pce import fit_l1, fit_least_squares, hermite_features, hermite_table, total_degree_terms
+from .sparse_training import nonzero_parameters, sparse_train
 from .subspace import (
     ActiveSubspace,
     FrequentDirections,
@@ -41,9 +42,11 @@ __all__ = [
     "hermite_features",
     "hermite_table",
     "layer_report",
+    "nonzero_parameters",
     "plot_spectra",
     "project_l2",
     "random_direction",
+    "sparse_train",
     "total_degree_terms",
     "universal_report",
 ]

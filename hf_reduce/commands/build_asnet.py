@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..asnet import active_subspaces, build_asnet, layer_report, plot_spectra
+from ..asnet import active_subspaces, build_asnet, layer_report, plot_spectra, sparse_train
 from ..distillation import distill_if_better
 from ..hub import public_model_id
 from ..profiling import compare_models, cost_ratios, summary_in_words
@@ -63,6 +63,19 @@ class ASNetArguments:
     finetune_epochs: float = field(
         default=0.0, metadata={"help": "Distillation epochs (kept only if they help)."}
     )
+    sparse_epochs: float = field(
+        default=0.0,
+        metadata={
+            "help": "> 0: then the paper's sparse phase, proximal SGD with an L1 penalty, for these epochs."
+        },
+    )
+    sparse_strength: float = field(
+        default=0.2, metadata={"help": "L1 strength of the sparse phase (the paper's lambda, 0.2)."}
+    )
+    sparse_learning_rate: float = field(
+        default=1e-4,
+        metadata={"help": "Sparse phase: the pre-model's SGD rate; projection and PCE take a tenth."},
+    )
     distillation_temperature: float = field(
         default=2.0, metadata={"help": "Softmax temperature of distillation."}
     )
@@ -81,6 +94,11 @@ class ASNetArguments:
             raise ValueError(f"threshold must lie in [0, 1), got {self.threshold}")
         if self.degree < 0:
             raise ValueError(f"degree must be >= 0, got {self.degree}")
+        if self.sparse_epochs < 0 or self.sparse_strength < 0 or not self.sparse_learning_rate > 0:
+            raise ValueError(
+                "sparse_epochs and sparse_strength must be >= 0 and sparse_learning_rate > 0, got "
+                f"{self.sparse_epochs}, {self.sparse_strength} and {self.sparse_learning_rate}"
+            )
 
 
 def run(
@@ -133,10 +151,23 @@ def run(
             validation_fraction=args.validation_fraction,
         )
         finetuning["test_accuracy_before_finetuning"] = before
+    sparse: dict[str, Any] = {}
+    if args.sparse_epochs > 0:
+        sparse = sparse_train(
+            asnet,
+            train_data,
+            training_args,
+            accelerator,
+            epochs=args.sparse_epochs,
+            strength=args.sparse_strength,
+            learning_rate=args.sparse_learning_rate,
+        )
     rows = compare_models(original, asnet, test_data, accelerator, args.latency_repeats)
     asnet.config.reduction.update(
         {"original_accuracy": rows[0]["accuracy"], "dataset": data_args.dataset, **finetuning}
     )
+    if sparse:
+        asnet.config.reduction["sparse_training"] = sparse
     tables = {"Active neurons per layer": report, "Original vs ASNet": rows}
     summary: dict[str, Any] = {
         "dataset": data_args.dataset,
@@ -151,6 +182,10 @@ def run(
         "in words": summary_in_words(rows[0], rows[1]),
         **finetuning,
     }
+    if sparse:  # the zeros are stored densely: they count in a sparse copy, not in MACs or latency
+        nonzero = sparse["nonzero_after"]["total"]
+        summary["nonzero parameters"] = f"{rows[0]['parameters']:,} -> {nonzero:,}"
+        summary["nonzero params ratio"] = round(rows[0]["parameters"] / max(1, nonzero), 2)
     return publish_reduced(
         asnet,
         summary,
