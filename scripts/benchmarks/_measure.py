@@ -47,7 +47,11 @@ class ResultsFile:
         import copy
         import json
 
-        return json.loads(self.path.read_text()) if self.path.exists() else copy.deepcopy(self.empty)
+        # A part added after the file was written starts empty.
+        return {
+            **copy.deepcopy(self.empty),
+            **(json.loads(self.path.read_text()) if self.path.exists() else {}),
+        }
 
     def update(self, change) -> dict:
         from hf_reduce.utils import write_json_atomic

@@ -34,6 +34,7 @@ The paper's own setting (VGG-19 on CIFAR-10, not run here: no CIFAR-10 offline, 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from pathlib import Path
@@ -46,19 +47,20 @@ from torch.utils.data import DataLoader
 from hf_reduce.asnet import (
     active_subspaces,
     build_asnet,
+    sparse_train,
     universal_report,
 )
 from hf_reduce.commands.attack import universal_vector
 from hf_reduce.commands.common import format_table
 from hf_reduce.distillation import distill_if_better
-from hf_reduce.profiling import compare_models
+from hf_reduce.profiling import compare_models, count_parameters
 from hf_reduce.training import TrainingArguments, evaluate_model, make_accelerator
 
 RESULTS = Path(__file__).resolve().parent / "results" / "asnet.json"
 ATTACKS = ("active_subspace", "uap", "random")
 
 
-STORE = ResultsFile(RESULTS, {"layers": [], "asnets": {}, "attacks": {}})
+STORE = ResultsFile(RESULTS, {"layers": [], "asnets": {}, "attacks": {}, "sparse": {}})
 load_results, save = STORE.load, STORE.update
 
 
@@ -83,9 +85,41 @@ def part_layers(model, train, args) -> list[dict]:
     return rows
 
 
+def training_args(folder: Path, learning_rate: float) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(folder),
+        per_device_train_batch_size=128,
+        learning_rate=learning_rate,
+        logging_steps=0,
+        disable_tqdm=True,
+    )
+
+
+def distilled_asnet(model, train, test, cut: int, wanted: str, subspaces: dict, args, accelerator):
+    """``(ASNet, subspace, accuracy before distillation, distillation report)`` at ``cut`` and rank ``wanted``
+    (subspaces computed once per cut into ``subspaces``)."""
+    loader = DataLoader(train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(0))
+    layer = f"features.{cut - 1}"
+    if cut not in subspaces:
+        subspaces[cut] = active_subspaces(model, [layer], loader, max_samples=args.max_samples)[layer]
+    subspace = subspaces[cut]
+    rank = subspace.n_active if wanted == "active" else int(wanted)
+    asnet = build_asnet(model, loader, cut=cut, rank=rank, subspace=subspace, max_samples=args.max_samples)
+    before = evaluate_model(asnet, test, accelerator=accelerator)["accuracy"]
+    folder = Path(args.output_dir) / f"cut={cut}_rank={wanted}_epochs={args.finetune_epochs:g}"
+    tuning = distill_if_better(
+        asnet,
+        model,
+        train,
+        training_args(folder, args.learning_rate),
+        accelerator,
+        epochs=args.finetune_epochs,
+    )
+    return asnet, subspace, before, tuning
+
+
 def part_asnets(model, train, test, args) -> None:
     accelerator = make_accelerator(TrainingArguments(output_dir=args.output_dir))
-    loader = DataLoader(train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(0))
     subspaces: dict[int, object] = {}  # per cut, computed once for all its ranks
     for cut in args.cuts:
         for wanted in args.ranks:
@@ -93,25 +127,10 @@ def part_asnets(model, train, test, args) -> None:
             if name in load_results()["asnets"]:
                 continue
             started = time.perf_counter()
-            layer = f"features.{cut - 1}"
-            if cut not in subspaces:
-                subspaces[cut] = active_subspaces(model, [layer], loader, max_samples=args.max_samples)[layer]
-            subspace = subspaces[cut]
-            rank = subspace.n_active if wanted == "active" else int(wanted)
-            asnet = build_asnet(
-                model, loader, cut=cut, rank=rank, subspace=subspace, max_samples=args.max_samples
+            asnet, subspace, before, tuning = distilled_asnet(
+                model, train, test, cut, wanted, subspaces, args, accelerator
             )
-            before = evaluate_model(asnet, test, accelerator=accelerator)["accuracy"]
-            training = TrainingArguments(
-                output_dir=str(Path(args.output_dir) / name.replace("|", "_")),
-                per_device_train_batch_size=128,
-                learning_rate=args.learning_rate,
-                logging_steps=0,
-                disable_tqdm=True,
-            )
-            tuning = distill_if_better(
-                asnet, model, train, training, accelerator, epochs=args.finetune_epochs
-            )
+            rank = asnet.config.rank
             rows = compare_models(model, asnet, test, accelerator, args.repeats)
             original, reduced = rows[0], rows[1]
             result = {
@@ -135,6 +154,64 @@ def part_asnets(model, train, test, args) -> None:
             }
             print(format_table([result]), flush=True)
             save(lambda done, name=name, result=result: done["asnets"].__setitem__(name, result))
+
+
+def part_sparse(model, train, test, args) -> None:
+    """The paper's sparse phase on the distilled ASNet at ``--sparse_cut`` / ``--sparse_rank``: proximal SGD
+    with an L1 penalty, one run per strength from the same distilled ASNet; non-zeros counted as the paper's
+    storage. The zeros are stored densely, so MACs and latency do not change (not re-measured)."""
+    accelerator = make_accelerator(TrainingArguments(output_dir=args.output_dir))
+    cut, wanted = args.sparse_cut, args.sparse_rank
+    names = {
+        strength: f"cut={cut}|rank={wanted}|epochs={args.finetune_epochs:g}|strength={strength:g}"
+        f"|sparse_epochs={args.sparse_epochs:g}|lr={args.sparse_learning_rate:g}"
+        for strength in args.sparse_strengths
+    }
+    todo = [s for s, name in names.items() if name not in load_results()["sparse"]]
+    if not todo:
+        return
+    started = time.perf_counter()
+    distilled, _, _, _ = distilled_asnet(model, train, test, cut, wanted, {}, args, accelerator)
+    dense_accuracy = evaluate_model(distilled, test, accelerator=accelerator)["accuracy"]
+    original = evaluate_model(model, test, accelerator=accelerator)["accuracy"]
+    distilled_s = time.perf_counter() - started
+    for strength in todo:
+        started = time.perf_counter()
+        asnet = copy.deepcopy(distilled)
+        report = sparse_train(
+            asnet,
+            train,
+            training_args(Path(args.output_dir) / "sparse", args.sparse_learning_rate),
+            accelerator,
+            epochs=args.sparse_epochs,
+            strength=strength,
+        )
+        accuracy = evaluate_model(asnet, test, accelerator=accelerator)["accuracy"]
+        after = report["nonzero_after"]
+        original_parameters = count_parameters(model)
+        result = {
+            "cut": cut,
+            "rank": asnet.config.rank,
+            "strength": strength,
+            "sparse epochs": args.sparse_epochs,
+            "learning rate": args.sparse_learning_rate,
+            "original accuracy": original,
+            "dense ASNet accuracy": dense_accuracy,
+            "accuracy": accuracy,
+            "acc. drop pt": round(100 * (original - accuracy), 2),
+            "parameters": after["dense_total"],
+            "params /": round(original_parameters / after["dense_total"], 2),
+            "nonzero": after["total"],
+            "nonzero params /": round(original_parameters / after["total"], 2),
+            "nonzero pre-model / projection / PCE": [after["pre_model"], after["projection"], after["pce"]],
+            "dense pre-model / projection / PCE": [
+                count_parameters(part) for part in (asnet.pre_model, asnet.projection, asnet.pce)
+            ],
+            "distilled ASNet s": round(distilled_s, 1),
+            "wall s": round(time.perf_counter() - started, 1),
+        }
+        print(format_table([{k: v for k, v in result.items() if "/ PCE" not in k}]), flush=True)
+        save(lambda done, name=names[strength], result=result: done["sparse"].__setitem__(name, result))
 
 
 def part_attacks(model, train, test, args) -> None:
@@ -244,7 +321,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--parts", nargs="*", default=["layers", "asnets", "attacks"])
+    parser.add_argument("--parts", nargs="*", default=["layers", "asnets", "attacks", "sparse"])
     parser.add_argument("--cuts", type=int, nargs="+", default=[2, 4, 7])
     parser.add_argument(
         "--ranks", nargs="+", default=["active", "50"], help="ints, or 'active' (the active-neuron count)"
@@ -258,6 +335,11 @@ def main() -> None:
     parser.add_argument("--fit_samples", type=int, default=500)
     parser.add_argument("--uap_passes", type=int, default=5)
     parser.add_argument("--as_iterations", type=int, default=5)
+    parser.add_argument("--sparse_cut", type=int, default=4)
+    parser.add_argument("--sparse_rank", default="50")
+    parser.add_argument("--sparse_strengths", type=float, nargs="+", default=[0.05, 0.2, 1.0])
+    parser.add_argument("--sparse_epochs", type=float, default=4.0)
+    parser.add_argument("--sparse_learning_rate", type=float, default=1e-3)
     parser.add_argument("--output_dir", default="outputs/asnet_benchmark")
     args = parser.parse_args()
     if args.parts:
@@ -277,11 +359,19 @@ def main() -> None:
             part_asnets(model, train, test, args)
         if "attacks" in args.parts:
             part_attacks(model, train, test, args)
+        if "sparse" in args.parts:
+            part_sparse(model, train, test, args)
     results = load_results()
     if results["asnets"]:
         print(format_table(list(results["asnets"].values())))
     if results["attacks"]:
         print(format_table(attack_summary(results)))
+    if results["sparse"]:
+        print(
+            format_table(
+                [{k: v for k, v in r.items() if "/ PCE" not in k} for r in results["sparse"].values()]
+            )
+        )
     plot(results, RESULTS.with_suffix(".png"))
     print(RESULTS, RESULTS.with_suffix(".png"))
 
