@@ -325,3 +325,7 @@ def test_sparse_training_at_a_moderate_strength_zeroes_some_weights_not_all():
     assert 0 < after["pre_model"] < some["nonzero_before"]["pre_model"]
     with pytest.raises(ValueError, match="strength must be >= 0, got -1"):
         sparse_train(asnet, data, args, accelerator, epochs=1, strength=-1)
+    with pytest.raises(
+        TypeError, match="needs an ASNetForImageClassification, got VGGForImageClassification"
+    ):
+        sparse_train(_tiny_vgg(), data, args, accelerator, epochs=1, strength=1)

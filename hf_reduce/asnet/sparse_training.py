@@ -33,6 +33,8 @@ def _soft_threshold(optimizer: torch.optim.Optimizer, *_: Any) -> None:
 
 def penalised_weights(asnet: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """``(pre-model convolution weights, [projection weight, PCE weight])``: the weights the paper penalises."""
+    if not all(hasattr(asnet, part) for part in ("pre_model", "projection", "pce")):
+        raise TypeError(f"sparse training needs an ASNetForImageClassification, got {type(asnet).__name__}")
     pre_model = [m.weight for m in asnet.pre_model.modules() if isinstance(m, nn.Conv2d)]
     return pre_model, [asnet.projection.weight, asnet.pce.weight]
 
