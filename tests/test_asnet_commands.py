@@ -54,6 +54,8 @@ def test_build_asnet_sparse_phase_counts_its_zeros_in_the_config_and_the_summary
     original, asnet, _ = summary["tables"]["Original vs ASNet"]
     assert nonzero < asnet["parameters"]  # dense count unchanged, the zeros are reported beside it
     assert summary["nonzero params ratio"] == round(original["parameters"] / nonzero, 2)
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert f"| {nonzero:,} non-zero of {asnet['parameters']:,} parameters, stored densely" in card
 
 
 def test_attack_command_rows(trained_vgg, tmp_path):
