@@ -329,3 +329,13 @@ def test_sparse_training_at_a_moderate_strength_zeroes_some_weights_not_all():
         TypeError, match="needs an ASNetForImageClassification, got VGGForImageClassification"
     ):
         sparse_train(_tiny_vgg(), data, args, accelerator, epochs=1, strength=1)
+
+
+def test_an_underdetermined_pce_fit_is_refused_not_reported_as_exact():
+    model = _tiny_vgg(layers=(4, "M", 6))
+    _, _, loader = _loader(400, classes=3, shape=(1, 8, 8))
+    # rank 6, degree 2: 28 terms. 20 samples would interpolate (fit error 0, agreement 1: meaningless).
+    with pytest.raises(ValueError, match="has 28 terms but only 20 samples were fitted: use more samples"):
+        build_asnet(model, loader, cut=1, rank=6, max_samples=20)
+    assert build_asnet(model, loader, cut=1, rank=6, max_samples=20, l1=0.05).config.kept_terms is not None
+    assert build_asnet(model, loader, cut=1, rank=6, max_samples=29).config.reduction["samples"] == 29

@@ -44,7 +44,7 @@ def test_build_asnet_sparse_phase_counts_its_zeros_in_the_config_and_the_summary
 
     summary = build(
         ["--model_name_or_path", trained_vgg, "--dataset", "digits", "--output_dir", str(tmp_path), "--cut", "1",
-         "--max_samples", "600", "--latency_repeats", "2", "--sparse_epochs", "1", "--sparse_strength", "50",
+         "--rank", "8", "--max_samples", "600", "--latency_repeats", "2", "--sparse_epochs", "1", "--sparse_strength", "50",
          "--sparse_learning_rate", "1e-3", "--disable_tqdm", "true"]
     )  # fmt: skip
     model = AutoModelForImageClassification.from_pretrained(tmp_path / "model")

@@ -153,7 +153,7 @@ def test_the_default_chain_needs_no_paths_and_overwrites_nothing(tmp_path, monke
     cnn = tmp_path / "outputs" / "train-cnn-digits" / "model" / "model.safetensors"
     digest = hashlib.sha256(cnn.read_bytes()).hexdigest()
     reduce_maxvol.main(["--keep_blocks", "1", "--latency_repeats", "2", "--max_samples", "200", *quick])
-    build_asnet.main(["--cut", "1", "--latency_repeats", "2", "--max_samples", "200", *quick])
+    build_asnet.main(["--cut", "1", "--rank", "8", "--latency_repeats", "2", "--max_samples", "200", *quick])
     attack.main(
         ["--fit_samples", "50", "--eval_samples", "50", "--seeds", "0", "--eps", "1.0", "--uap_passes", "1"]
     )

@@ -54,7 +54,7 @@ def build(family: str):
     loader = DataLoader(_data(), batch_size=40)
     if family == "maxvol":
         return hf_reduce.reduce_model(_vgg(), loader, keep_blocks=1, energy=0.99, max_samples=120).eval()
-    return hf_reduce.build_asnet(_vgg(), loader, cut=1, degree=2, max_samples=120).eval()
+    return hf_reduce.build_asnet(_vgg(), loader, cut=1, rank=6, degree=2, max_samples=120).eval()
 
 
 @pytest.fixture(scope="module")

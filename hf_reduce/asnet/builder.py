@@ -108,6 +108,12 @@ def build_asnet(
         label2id=dict(model.config.label2id),
     )
     terms = total_degree_terms(rank, degree)
+    if l1 == 0 and len(terms) >= len(z):
+        # As many unknowns as equations: least squares interpolates, and its fit error (0) says nothing.
+        raise ValueError(
+            f"the degree-{degree} PCE on rank {rank} has {len(terms)} terms but only {len(z)} samples were "
+            f"fitted: use more samples (max_samples > {len(terms)}), a lower rank or degree, or l1 > 0"
+        )
     features = hermite_features((projected - mean) / std, terms, degree)
     if l1 > 0:
         coefficients = fit_l1(features, teacher, l1)
