@@ -114,6 +114,10 @@ class LoTRLayer(BaseTunerLayer):
     def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
         return True
 
+    def _get_additive_delta(self, adapter_name: str = "default") -> torch.Tensor:
+        # PEFT >= 0.22's convert_to_lora asks for W' - W through this hook; LoTR is additive.
+        return self.get_delta_weight(adapter_name)
+
 
 class Linear(nn.Module, LoTRLayer):
     """LoTR around an ``nn.Linear`` or a GPT-2 ``Conv1D`` (``fan_in_fan_out=True``)."""
