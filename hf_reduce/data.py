@@ -98,9 +98,11 @@ def load_image_classification(
     elif kind == "imagefolder":
         dsd = load_dataset("imagefolder", data_dir=str(target), **load_kwargs)
     elif kind == "table":
-        dsd = load_dataset(_TABLE_SUFFIXES[target.suffix.lower()], data_files=str(target), **load_kwargs)
+        dsd = _load_table(target, load_kwargs)
     else:
         dsd = load_dataset(str(target), **load_kwargs)
+    if kind == "imagefolder" and label_column is None:
+        _check_class_folders(target)
     dsd = _standardise(
         _as_dataset_dict(dsd),
         main=(image_column, _IMAGE_COLUMN_CANDIDATES, IMAGE_COLUMN),
@@ -190,8 +192,46 @@ def _load_text_source(source: str | Path, load_kwargs: dict[str, Any]) -> Datase
     if kind == "textfolder":
         return _load_text_folder(target)
     if kind == "table":
-        return load_dataset(_TABLE_SUFFIXES[target.suffix.lower()], data_files=str(target), **load_kwargs)
+        return _load_table(target, load_kwargs)
     return load_dataset(str(target), **load_kwargs)
+
+
+def _load_table(path: Path, load_kwargs: dict[str, Any]) -> DatasetDict:
+    """A csv/tsv/json/parquet file through ``datasets``, with the file's own problems named first (the
+    builder would only say "An error occurred while generating the dataset")."""
+    builder = _TABLE_SUFFIXES[path.suffix.lower()]
+    if path.stat().st_size == 0:
+        raise DataSourceError(f"{path} is empty: a {builder} file needs a header row and at least one row")
+    if builder != "parquet":
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataSourceError(
+                f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); re-save it "
+                "as UTF-8"
+            ) from None
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        return load_dataset(builder, data_files=str(path), **load_kwargs)
+    except DatasetGenerationError as error:
+        cause = error.__cause__ or error
+        raise DataSourceError(
+            f"cannot read {path} as {builder}: {str(cause).strip().splitlines()[0]}"
+        ) from None
+
+
+def _check_class_folders(folder: Path) -> None:
+    """An image folder is one sub-folder per class (or train/ and test/ holding those): with a single class
+    ``datasets`` makes no label column at all."""
+    root = folder / "train" if (folder / "train").is_dir() else folder
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if len(classes) == 1:
+        raise DataSourceError(
+            f"image folder {root} has a single class sub-folder ({classes[0]!r}): classification needs one "
+            "sub-folder per class, at least 2"
+        )
 
 
 class ImageCollator:
@@ -240,8 +280,21 @@ def image_tensors(dataset: Dataset, num_channels: int, image_size: int | None = 
     For small datasets (digits, MNIST-sized) this takes image decoding out of every CPU training epoch.
     """
     collate = ImageCollator(num_channels, image_size)
-    batch = collate(list(dataset))
-    return TensorDictDataset(**batch)
+    rows = []
+    for index in range(len(dataset)):
+        try:
+            rows.append(dataset[index])
+        except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for a damaged image
+            raise DataSourceError(
+                f"cannot decode image {_image_path(dataset, index)}: {error}; fix or remove that file"
+            ) from None
+    return TensorDictDataset(**collate(rows))
+
+
+def _image_path(dataset: Dataset, index: int) -> str:
+    """Where row ``index``'s image comes from (its file, or its row for in-memory images)."""
+    raw = dataset.cast_column(IMAGE_COLUMN, Image(decode=False))[index][IMAGE_COLUMN]
+    return raw.get("path") or f"in row {index}"
 
 
 def label_names(dsd: DatasetDict) -> list[str]:
@@ -331,7 +384,7 @@ def _pick_column(
             return name
     raise DataSourceError(
         f"no {what} column found in {source!r}: looked for {list(candidates)}, columns are {columns}. "
-        f"Pass {what}_column=..."
+        f"Pass --{what}_column (or {what}_column=... in Python)"
     )
 
 
@@ -352,6 +405,7 @@ def _standardise(
         dsd = dsd.rename_columns(renames)
     if target == IMAGE_COLUMN and not isinstance(dsd[next(iter(dsd))].features[IMAGE_COLUMN], Image):
         dsd = dsd.cast_column(IMAGE_COLUMN, Image())
+    _check_labels_present(dsd, src_label, source)
     label_feature = dsd[next(iter(dsd))].features[LABEL_COLUMN]
     if not isinstance(label_feature, ClassLabel):
         if getattr(label_feature, "dtype", "").startswith("int"):
@@ -364,6 +418,20 @@ def _standardise(
     if len(names) < 2:
         raise DataSourceError(f"{source} has {len(names)} class ({names}): classification needs at least 2")
     return dsd
+
+
+def _check_labels_present(dsd: DatasetDict, column: str, source: Any) -> None:
+    """Every row has a label: an empty cell (None) or NaN would otherwise surface as a collator error."""
+    for name, split in dsd.items():
+        if isinstance(split.features[LABEL_COLUMN], ClassLabel):
+            continue
+        labels = split[LABEL_COLUMN]
+        empty = [i for i, v in enumerate(labels) if v is None or (isinstance(v, float) and v != v)]
+        if empty:
+            raise DataSourceError(
+                f"label column {column!r} of {source} is empty or NaN in {len(empty)} {name} row(s) (first: row "
+                f"{empty[0]}); fill or drop those rows, or pass --label_column"
+            )
 
 
 def _align_labels(dsd: DatasetDict) -> DatasetDict:
@@ -419,7 +487,20 @@ def _finish(
         dsd["train"] = dsd["train"].select(range(min(max_train, len(dsd["train"]))))
     if max_test is not None:
         dsd["test"] = dsd["test"].select(range(min(max_test, len(dsd["test"]))))
+    if stratify_by is not None:
+        _warn_unseen_classes(dsd)
     return dsd
+
+
+def _warn_unseen_classes(dsd: DatasetDict) -> None:
+    """A class with test examples but no training example cannot be learnt: say so (accuracy on it is 0)."""
+    names = dsd["train"].features[LABEL_COLUMN].names
+    unseen = sorted(set(dsd["test"].unique(LABEL_COLUMN)) - set(dsd["train"].unique(LABEL_COLUMN)))
+    if unseen:
+        logger.warning(
+            "classes %s have test examples but no training example: the model cannot learn them",
+            [names[i] for i in unseen],
+        )
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -457,6 +538,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     if data[2] not in dtypes:
         raise DataSourceError(f"{path}: unknown idx element type 0x{data[2]:02x}")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataSourceError(
+            f"{path}: truncated idx header ({len(data)} bytes; {ndim} dimensions need {4 + 4 * ndim})"
+        )
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
