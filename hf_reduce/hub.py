@@ -17,7 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-from .utils import atomic_directory
+from .utils import atomic_directory, no_space_error
 
 logger = logging.getLogger(__name__)
 
@@ -284,13 +284,22 @@ def save_for_hub(
     folder = Path(folder)
     _check_finite(model)
     card = render_model_card(model, info, repo_id=repo_id)
-    with atomic_directory(folder) as staging:
-        # image models: + their processor
-        model.save_pretrained(str(staging), safe_serialization=True, **_save_kwargs(model))
-        pickled = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
-        if pickled:
-            raise RuntimeError(f"refusing to publish pickled weights {pickled}: only safetensors are allowed")
-        card.save(staging / "README.md")
+    try:
+        with atomic_directory(folder) as staging:
+            # image models: + their processor
+            model.save_pretrained(str(staging), safe_serialization=True, **_save_kwargs(model))
+            pickled = [p.name for p in staging.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+            if pickled:
+                raise RuntimeError(
+                    f"refusing to publish pickled weights {pickled}: only safetensors are allowed"
+                )
+            card.save(staging / "README.md")
+    except Exception as error:  # a full disk: safetensors reports a short write in its own words
+        size = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+        full = no_space_error(error, folder, "the model", size)
+        if full is None:
+            raise
+        raise full from error
     return folder
 
 

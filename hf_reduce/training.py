@@ -8,16 +8,11 @@ an LR schedule, progress bars on the main process, metrics gathered once per sam
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import re
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,14 +21,15 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from torch.utils.data import DataLoader, Dataset
 from transformers import get_scheduler
 
+from . import checkpoints
+from .checkpoints import find_checkpoint as find_checkpoint  # re-exported
 from .metrics import load_metric
 from .progress import progress
+from .runs import active_run, display_name, resolve_checkpoint
 
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, Any]]
-STATE_FILE = "trainer_state.json"
-_CHECKPOINT_RE = re.compile(r"^step_(\d+)$")
 
 
 @dataclass
@@ -77,7 +73,11 @@ class TrainingArguments:
     checkpointing_steps: int = field(default=0, metadata={"help": "Save the state every N steps (0: never)."})
     save_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest in output_dir."}
+        default=None,
+        metadata={
+            "help": "A checkpoint folder, 'latest' (the newest intact one in output_dir) or 'auto' (as latest, "
+            "but start afresh when there is none yet: for preemptible jobs)."
+        },
     )
     metrics: list[str] = field(default_factory=lambda: ["accuracy"], metadata={"help": "accuracy and/or f1."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
@@ -123,6 +123,8 @@ class TrainingArguments:
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:  # numpy's and accelerate's seeding take 32-bit seeds
+            raise ValueError(f"--seed must lie in [0, 2**32), got {self.seed}")
         if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
@@ -210,7 +212,7 @@ def _start_tracking(accelerator: Accelerator, args: TrainingArguments) -> bool:
         return False
     if not getattr(accelerator, "_hf_reduce_tracking", False):
         config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(args).items()}
-        accelerator.init_trackers(Path(args.output_dir).name or "hf_reduce", config=config)
+        accelerator.init_trackers(display_name(args.output_dir) or "hf_reduce", config=config)
         accelerator._hf_reduce_tracking = True
     return True
 
@@ -240,134 +242,6 @@ def _optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.optim.O
             params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
         )
     return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-
-
-def find_checkpoint(output_dir: str | os.PathLike, which: str = "latest") -> Path:
-    """Resolve ``which`` (a folder, or ``"latest"``) to a checkpoint folder written by :func:`train`."""
-    if which != "latest":
-        path = Path(which)
-        if not (path / STATE_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a checkpoint of hf_reduce.training (no {STATE_FILE})")
-        return path
-    root = Path(output_dir) / "checkpoints"
-    steps = sorted(
-        (int(m.group(1)), p)
-        for p in root.glob("step_*")
-        if (m := _CHECKPOINT_RE.match(p.name)) and (p / STATE_FILE).exists()
-    )
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint to resume from in {root}")
-    return steps[-1][1]
-
-
-def _save_checkpoint(accelerator: Accelerator, args: TrainingArguments, state: dict[str, int]) -> None:
-    """Write the accelerate state to a temporary folder, then move it into place (never half-written)."""
-    root = Path(args.output_dir) / "checkpoints"
-    final = root / f"step_{state['global_step']}"
-    tmp = root / f".tmp_step_{state['global_step']}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    _save_rng_state(tmp, accelerator.process_index)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state))  # last: a folder without it is not a checkpoint
-        if final.exists():
-            _discard(final)
-        tmp.rename(final)
-        kept = sorted(
-            (int(m.group(1)), p) for p in root.glob("step_*") if (m := _CHECKPOINT_RE.match(p.name))
-        )
-        for _, old in kept[: max(0, len(kept) - args.save_total_limit)]:
-            _discard(old)
-    accelerator.wait_for_everyone()
-
-
-def _discard(checkpoint: Path) -> None:
-    """Delete a checkpoint by renaming it out of sight first, so a kill mid-deletion never leaves a
-    half-deleted ``step_N`` that looks like a checkpoint (the hidden leftover is removed on the next run)."""
-    hidden = checkpoint.with_name(f".del_{checkpoint.name}")
-    shutil.rmtree(hidden, ignore_errors=True)
-    checkpoint.rename(hidden)
-    shutil.rmtree(hidden, ignore_errors=True)
-
-
-def _remove_stray_checkpoints(output_dir: str | os.PathLike) -> None:
-    """Remove what a killed run left half-written (``.tmp_step_N``) or half-deleted (``.del_step_N``).
-    One writer per output folder is assumed (the CLI holds :mod:`hf_reduce.runs`' run.lock)."""
-    for stray in sorted((Path(output_dir) / "checkpoints").glob(".*_step_*")):
-        shutil.rmtree(stray, ignore_errors=True)
-
-
-def _keep_only(names: set[str]) -> Callable:
-    """An accelerate save-state hook that keeps only ``names`` in the saved model state."""
-
-    def hook(models: list, weights: list, output_dir: str) -> None:
-        for i, state in enumerate(weights):
-            weights[i] = {k: v for k, v in state.items() if k in names}
-
-    return hook
-
-
-def _check_saved_names(checkpoint: Path, trainable: set[str]) -> None:
-    """An adapter checkpoint must hold exactly the run's trainable parameters (loaded non-strictly)."""
-    from safetensors import safe_open
-
-    files = sorted(Path(checkpoint).glob("model*.safetensors"))
-    if not files:
-        raise ValueError(f"checkpoint {checkpoint} holds no model*.safetensors")
-    with safe_open(str(files[0]), "pt") as handle:
-        saved = set(handle.keys())
-    if saved != trainable:
-        missing, extra = sorted(trainable - saved), sorted(saved - trainable)
-        raise ValueError(
-            f"checkpoint {checkpoint} does not hold this run's trainable parameters: missing {missing[:3]}, "
-            f"unexpected {extra[:3]}"
-        )
-
-
-def _rng_file(folder: Path, rank: int) -> Path:
-    return Path(folder) / f"rng_state_{rank}.json"
-
-
-def _save_rng_state(folder: Path, rank: int) -> None:
-    """Every random generator's state as JSON: restoring it needs no unpickling (accelerate's
-    random_states_*.pkl is loaded best-effort, and skipped with an INFO line when it fails)."""
-    import random
-
-    import numpy as np
-
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state().tolist(),
-        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
-    }
-    _rng_file(folder, rank).write_text(json.dumps(state))
-
-
-def _load_rng_state(folder: Path, rank: int) -> None:
-    import random
-
-    import numpy as np
-
-    path = _rng_file(folder, rank)
-    try:
-        state = json.loads(path.read_text())
-        random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"cannot resume exactly from {folder}: its random-generator state {path.name} is missing or unreadable "
-            f"({type(error).__name__}: {error})"
-        ) from error
 
 
 def _evaluation_loader(
@@ -478,6 +352,104 @@ def evaluate_language_model(
     }
 
 
+@dataclass
+class _Loop:
+    """What the stages of :func:`train` share: the prepared objects, the schedule and where training stands."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_loader: DataLoader
+    scheduler: Any
+    steps_per_epoch: int
+    total_steps: int
+    num_epochs: int
+    adapter_run: bool
+    trainable: set[str]
+    global_step: int = 0
+    start_epoch: int = 0
+    skip_batches: int = 0
+
+
+def _prepare(model, args, train_dataset, data_collator, optimizer, accelerator) -> _Loop:
+    """Stage 1: seed, build the loader, optimizer and LR schedule, and hand them to accelerate."""
+    set_seed(args.seed)
+    train_loader = _loader(
+        train_dataset,
+        args.per_device_train_batch_size,
+        True,
+        data_collator,
+        args.dataloader_num_workers,
+        args.seed,
+    )
+    optimizer = optimizer or _optimizer(model, args)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    steps_per_epoch = max(1, math.ceil(len(train_loader) / args.gradient_accumulation_steps))
+    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    # The scheduler's state goes into trainer_state.json (not accelerate's custom-object pickle, which
+    # load_state would unpickle), and the RNG states into rng_state_<rank>.json.
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=int(args.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    # Adapter runs (PEFT models) checkpoint their trainable parameters only, not the frozen base model.
+    adapter_run = isinstance(getattr(accelerator.unwrap_model(model), "peft_config", None), dict)
+    return _Loop(
+        accelerator=accelerator,
+        model=model,
+        optimizer=optimizer,
+        train_loader=train_loader,
+        scheduler=scheduler,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        num_epochs=math.ceil(total_steps / steps_per_epoch),
+        adapter_run=adapter_run,
+        trainable={n for n, p in model.named_parameters() if p.requires_grad},
+    )
+
+
+def _resume(loop: _Loop, args: TrainingArguments, stateful: dict[str, Any] | None) -> None:
+    """Stage 2: restore the verified checkpoint that ``resume_from_checkpoint`` names (``auto`` with none:
+    start afresh), refusing a damaged one or one whose counters disagree with this run's schedule."""
+    if loop.accelerator.is_main_process:
+        checkpoints.remove_stray_checkpoints(args.output_dir)
+    if not args.resume_from_checkpoint:
+        return
+    checkpoint = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint, active_run(args.output_dir))
+    if checkpoint is None:
+        logger.info("no checkpoint in %s yet: starting afresh", args.output_dir)
+        return
+    state = checkpoints.load_checkpoint(
+        loop.accelerator,
+        checkpoint,
+        loop.scheduler,
+        stateful,
+        adapter_run=loop.adapter_run,
+        trainable=loop.trainable,
+        steps_per_epoch=loop.steps_per_epoch,
+        accumulation=args.gradient_accumulation_steps,
+    )
+    loop.global_step, loop.start_epoch = state["global_step"], state["epoch"]
+    loop.skip_batches = state["batches_in_epoch"]
+    logger.info("resumed from %s at step %d (epoch %d)", checkpoint, loop.global_step, loop.start_epoch)
+
+
+def _checkpoint(loop: _Loop, args: TrainingArguments, epoch: int, batches_done: int, stateful) -> None:
+    """Stage 4: save where training stands so that a resume continues exactly here."""
+    state = {"global_step": loop.global_step, "epoch": epoch, "batches_in_epoch": batches_done}
+    if batches_done >= len(loop.train_loader):  # the epoch is complete: resume at the next one
+        state.update(epoch=epoch + 1, batches_in_epoch=0)
+    extra = {name: obj.state_dict() for name, obj in (stateful or {}).items()}
+    checkpoints.save_checkpoint(
+        loop.accelerator,
+        args.output_dir,
+        args.save_total_limit,
+        {**state, "scheduler": loop.scheduler.state_dict(), "stateful": extra},
+    )
+
+
 def train(
     model: torch.nn.Module,
     args: TrainingArguments,
@@ -493,6 +465,10 @@ def train(
     evaluator: Callable[..., dict[str, float]] = evaluate_model,
 ) -> TrainOutput:
     """Train ``model`` on ``train_dataset``; evaluate on ``eval_dataset`` after each epoch.
+
+    The stages: :func:`_prepare` (loader, optimizer, schedule), :func:`_resume` (a verified checkpoint),
+    the epoch loop (below; :func:`_checkpoint` every ``checkpointing_steps``); publishing the result is the
+    command's (see :mod:`hf_reduce.runs`).
 
     Args:
         model: any module whose ``loss_fn(model, batch)`` gives ``(loss, outputs)``; by default the model
@@ -511,62 +487,16 @@ def train(
     Returns:
         :class:`TrainOutput`. The trained weights are in ``model`` (unwrapped).
     """
-    accelerator = accelerator or make_accelerator(args)
-    set_seed(args.seed)
-    train_loader = _loader(
-        train_dataset,
-        args.per_device_train_batch_size,
-        True,
-        data_collator,
-        args.dataloader_num_workers,
-        args.seed,
+    loop = _prepare(
+        model, args, train_dataset, data_collator, optimizer, accelerator or make_accelerator(args)
     )
-    optimizer = optimizer or _optimizer(model, args)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-
-    steps_per_epoch = max(1, math.ceil(len(train_loader) / args.gradient_accumulation_steps))
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
-    scheduler = get_scheduler(
-        args.lr_scheduler_type,
-        optimizer=optimizer,
-        num_warmup_steps=int(args.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
+    accelerator, model, optimizer, scheduler = loop.accelerator, loop.model, loop.optimizer, loop.scheduler
+    hook = (
+        accelerator.register_save_state_pre_hook(checkpoints.keep_only(loop.trainable))
+        if loop.adapter_run
+        else None
     )
-    # The scheduler's state goes into trainer_state.json (not accelerate's custom-object pickle, which
-    # load_state would unpickle unrestricted), and the RNG states into rng_state_<rank>.json.
-
-    # Adapter runs (PEFT models) checkpoint their trainable parameters only, not the frozen base model.
-    adapter_run = isinstance(getattr(accelerator.unwrap_model(model), "peft_config", None), dict)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    hook = accelerator.register_save_state_pre_hook(_keep_only(trainable)) if adapter_run else None
-
-    if accelerator.is_main_process:
-        _remove_stray_checkpoints(args.output_dir)
-    global_step, start_epoch, skip_batches = 0, 0, 0
-    if args.resume_from_checkpoint:
-        checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
-        if adapter_run:
-            _check_saved_names(checkpoint, trainable)
-        accelerator.load_state(str(checkpoint), strict=not adapter_run)
-        state = json.loads((checkpoint / STATE_FILE).read_text())
-        if "scheduler" not in state:
-            raise ValueError(
-                f"checkpoint {checkpoint} holds no scheduler state in {STATE_FILE}; it cannot resume exactly"
-            )
-        scheduler.load_state_dict(state["scheduler"])
-        _load_rng_state(checkpoint, accelerator.process_index)
-        for name, obj in (stateful or {}).items():
-            if name not in state.get("stateful", {}):
-                raise ValueError(
-                    f"checkpoint {checkpoint} holds no state for {name!r}; it cannot resume exactly"
-                )
-            obj.load_state_dict(state["stateful"][name])
-        global_step = state["global_step"]
-        start_epoch = state["epoch"]
-        skip_batches = state["batches_in_epoch"]
-        logger.info("resumed from %s at step %d (epoch %d)", checkpoint, global_step, start_epoch)
-
+    _resume(loop, args, stateful)
     processes = (
         f" on {accelerator.num_processes} processes ({accelerator.distributed_type.value})"
         if accelerator.num_processes > 1
@@ -575,8 +505,8 @@ def train(
     logger.info(
         "training on %d examples: %d epoch(s), %d optimizer steps%s",
         len(train_dataset),
-        num_epochs,
-        total_steps,
+        loop.num_epochs,
+        loop.total_steps,
         processes,
     )
     tracking = _start_tracking(accelerator, args)
@@ -585,15 +515,15 @@ def train(
     metrics: dict[str, float] = {}
     started = time.perf_counter()
     bar = progress(
-        total=total_steps,
-        initial=global_step,
+        total=loop.total_steps,
+        initial=loop.global_step,
         desc="train",
         disable=args.disable_tqdm or not accelerator.is_main_process,
     )
     model.train()
     # Resuming the final checkpoint trains no further (never a step past max_steps) but still evaluates
     # below, so the run reports and publishes exactly what the uninterrupted run did.
-    finished = global_step >= total_steps
+    finished = loop.global_step >= loop.total_steps
     evaluating = eval_dataset is not None and args.eval_strategy == "epoch"
 
     def evaluate() -> dict[str, float]:
@@ -607,25 +537,28 @@ def train(
             disable_tqdm=args.disable_tqdm,
         )
 
-    for epoch in range(start_epoch, num_epochs if not finished else start_epoch):
-        train_loader.set_epoch(epoch)
-        loader = train_loader
+    # Stage 3: the epoch loop.
+    for epoch in range(loop.start_epoch, loop.num_epochs if not finished else loop.start_epoch):
+        loop.train_loader.set_epoch(epoch)
+        loader = loop.train_loader
         batches_done = 0
-        if epoch == start_epoch and skip_batches:
-            loader = accelerator.skip_first_batches(train_loader, skip_batches)
-            batches_done = skip_batches
+        if epoch == loop.start_epoch and loop.skip_batches:
+            loader = accelerator.skip_first_batches(loop.train_loader, loop.skip_batches)
+            batches_done = loop.skip_batches
         running = []
         for batch in loader:
             with accelerator.accumulate(model):
                 loss, _ = loss_fn(model, batch)
                 if not torch.isfinite(loss.detach()).all():
                     raise NonFiniteError(
-                        _non_finite_report("loss", loss, batch, global_step, epoch, batches_done, scheduler)
+                        _non_finite_report(
+                            "loss", loss, batch, loop.global_step, epoch, batches_done, scheduler
+                        )
                     )
                 accelerator.backward(loss)
                 # fp16's grad scaler expects (and skips) overflowing steps; elsewhere a NaN/inf gradient is fatal.
                 if accelerator.sync_gradients and args.mixed_precision != "fp16":
-                    _check_gradients(model, batch, global_step, epoch, batches_done, scheduler)
+                    _check_gradients(model, batch, loop.global_step, epoch, batches_done, scheduler)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
@@ -635,48 +568,43 @@ def train(
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
-            global_step += 1
+            loop.global_step += 1
             bar.update(1)
             losses.append(sum(running) / len(running))
             running = []
             if on_step_end is not None:
-                on_step_end(global_step, accelerator.unwrap_model(model))
-            if args.logging_steps and global_step % args.logging_steps == 0:
-                entry = {"step": global_step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0]}
+                on_step_end(loop.global_step, accelerator.unwrap_model(model))
+            if args.logging_steps and loop.global_step % args.logging_steps == 0:
+                entry = {"step": loop.global_step, "loss": losses[-1], "lr": scheduler.get_last_lr()[0]}
                 history.append(entry)
                 if tracking:
                     accelerator.log(
-                        {"train/loss": entry["loss"], "train/learning_rate": entry["lr"]}, step=global_step
+                        {"train/loss": entry["loss"], "train/learning_rate": entry["lr"]},
+                        step=loop.global_step,
                     )
                 bar.set_postfix(loss=f"{entry['loss']:.4f}")
-                logger.debug("step %d: loss %.4f lr %.3g", global_step, entry["loss"], entry["lr"])
-            if args.checkpointing_steps and global_step % args.checkpointing_steps == 0:
-                state = {"global_step": global_step, "epoch": epoch, "batches_in_epoch": batches_done}
-                if batches_done >= len(train_loader):  # the epoch is complete: resume at the next one
-                    state.update(epoch=epoch + 1, batches_in_epoch=0)
-                extra = {name: obj.state_dict() for name, obj in (stateful or {}).items()}
-                _save_checkpoint(
-                    accelerator, args, {**state, "scheduler": scheduler.state_dict(), "stateful": extra}
-                )
-            if global_step >= total_steps:
+                logger.debug("step %d: loss %.4f lr %.3g", loop.global_step, entry["loss"], entry["lr"])
+            if args.checkpointing_steps and loop.global_step % args.checkpointing_steps == 0:
+                _checkpoint(loop, args, epoch, batches_done, stateful)
+            if loop.global_step >= loop.total_steps:
                 break
         if evaluating:
             metrics = evaluate()
             history.append(
-                {"epoch": epoch + 1, "step": global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
+                {"epoch": epoch + 1, "step": loop.global_step, **{f"eval_{k}": v for k, v in metrics.items()}}
             )
             # Quiet: earlier epochs go to the bar and the debug log, the last one to the log.
-            last = global_step >= total_steps or epoch + 1 == num_epochs
+            last = loop.global_step >= loop.total_steps or epoch + 1 == loop.num_epochs
             logger.log(logging.INFO if last else logging.DEBUG, "epoch %d: %s", epoch + 1, _in_brief(metrics))
             bar.set_postfix({f"eval_{k}": f"{v:.4f}" for k, v in metrics.items() if k != "num_samples"})
             if tracking:
-                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=global_step)
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=loop.global_step)
             model.train()
-        if global_step >= total_steps:
+        if loop.global_step >= loop.total_steps:
             break
     if finished and evaluating:
         metrics = evaluate()
-        logger.info("resumed a finished run (step %d): %s", global_step, _in_brief(metrics))
+        logger.info("resumed a finished run (step %d): %s", loop.global_step, _in_brief(metrics))
     bar.close()
     if hook is not None:
         hook.remove()
@@ -685,7 +613,7 @@ def train(
         accelerator._hf_reduce_tracking = False
     accelerator.wait_for_everyone()
     return TrainOutput(
-        global_step=global_step,
+        global_step=loop.global_step,
         train_loss=sum(losses) / max(1, len(losses)),
         metrics=metrics,
         log_history=history,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -83,3 +84,21 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """Write ``payload`` as indented JSON to a temporary file beside ``path``, then rename it into place."""
     return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def no_space_error(error: BaseException, path: Path, what: str, nbytes: int | None = None) -> OSError | None:
+    """An ``OSError`` that says where and how much was being written, when ``error`` (an ENOSPC, or the
+    torch / safetensors error a short write turns into) came from a full disk; ``None`` otherwise."""
+    path = Path(path)
+    probe = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < max(nbytes or 0, 1 << 16)
+    if not full:
+        return None
+    size = f"about {nbytes / 1e6:.1f} MB, " if nbytes else ""
+    return OSError(
+        errno.ENOSPC,
+        f"no space left on the device while writing {what} to {path} ({size}{free / 1e6:.1f} MB free); free "
+        "some space or choose another --output_dir, then run again (with --resume_from_checkpoint latest to "
+        "continue)",
+    )

@@ -29,16 +29,16 @@ def _install(fault: str) -> None:
 
     import accelerate
 
-    import hf_reduce.training as training
+    import hf_reduce.checkpoints as checkpoints
 
     where, _, step = fault.partition(":")
     step = int(step)
-    real_save = training._save_checkpoint
+    real_save = checkpoints.save_checkpoint
     current = {"step": None}
 
-    def save_checkpoint(accelerator, args, state):
+    def save_checkpoint(accelerator, output_dir, save_total_limit, state):
         current["step"] = state["global_step"]
-        real_save(accelerator, args, state)
+        real_save(accelerator, output_dir, save_total_limit, state)
         if where == "checkpoint" and state["global_step"] == step:
             _die()
 
@@ -62,9 +62,9 @@ def _install(fault: str) -> None:
             _die()
         return real_rmtree(path, *args, **kwargs)
 
-    training._save_checkpoint = save_checkpoint
+    checkpoints.save_checkpoint = save_checkpoint
     accelerate.Accelerator.save_state = save_state
-    training.shutil.rmtree = rmtree
+    checkpoints.shutil.rmtree = rmtree
 
 
 def main() -> None:

@@ -141,7 +141,7 @@ def test_adapter_checkpoints_hold_the_trainable_state_only_and_resume_exactly(tm
     import torch
     from safetensors import safe_open
 
-    import hf_reduce.training as training
+    import hf_reduce.checkpoints as checkpoints
 
     def run(out, *extra):
         return finetune(
@@ -157,16 +157,16 @@ def test_adapter_checkpoints_hold_the_trainable_state_only_and_resume_exactly(tm
         assert set(handle.keys()) == trainable
     assert weights.stat().st_size < 2_000_000  # the base model alone is ~90 MB
 
-    real_save = training._save_checkpoint
+    real_save = checkpoints.save_checkpoint
 
-    def save_then_die(accelerator, args, state):
-        real_save(accelerator, args, state)
+    def save_then_die(accelerator, output_dir, limit, state):
+        real_save(accelerator, output_dir, limit, state)
         raise _Killed
 
-    monkeypatch.setattr(training, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         run(tmp_path / "killed")
-    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
     resumed = run(tmp_path / "killed", "--resume_from_checkpoint", "latest")["model"]
     expected = {n: p for n, p in reference.named_parameters() if p.requires_grad}
     for name, p in resumed.named_parameters():

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from hf_reduce.commands.train_cnn import main as train_cnn
-from hf_reduce.runs import LOCK_FILE, RUN_FILE, RunFolderError, fingerprint, run_folder
+from hf_reduce.runs import RUN_FILE, RunFolderError
 
 
 def _train(out, *extra):
@@ -38,7 +38,7 @@ def test_a_fresh_run_never_adopts_another_runs_folder(tmp_path):
     _train(tmp_path, "--learning_rate", "3e-3", "--overwrite_output_dir", "true")
     assert json.loads((tmp_path / RUN_FILE).read_text())["arguments"]["learning_rate"] == 3e-3
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_2", "step_4"]
-    assert not (tmp_path / LOCK_FILE).exists()
+    assert not (tmp_path / ".staging").exists()
 
 
 def test_the_cli_refuses_with_exit_2(tmp_path):
@@ -49,24 +49,6 @@ def test_the_cli_refuses_with_exit_2(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert str(tmp_path) in proc.stderr and "--resume_from_checkpoint latest" in proc.stderr
-
-
-def test_two_writers_never_share_a_folder_and_stale_locks_are_taken_over(tmp_path, caplog):
-    run = fingerprint("test", None)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        (tmp_path / LOCK_FILE).write_text(str(sleeper.pid))
-        with (
-            pytest.raises(RunFolderError, match=f"being written by process {sleeper.pid}"),
-            run_folder(tmp_path, run),
-        ):
-            pass
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    with caplog.at_level("WARNING"), run_folder(tmp_path, run):  # the pid is gone now: a stale lock
-        assert (tmp_path / LOCK_FILE).read_text() != str(sleeper.pid)
-    assert "stale lock" in caplog.text and not (tmp_path / LOCK_FILE).exists()
 
 
 def test_report_to_tensorboard_and_all_results(tmp_path):

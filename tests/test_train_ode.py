@@ -133,21 +133,21 @@ class _Killed(RuntimeError):
 def test_solver_sampling_resumes_bit_for_bit(tmp_path, monkeypatch, regime):
     # Before: 0 of 9 kill-and-resume tries matched (weights off by up to 0.07): the sampler's generator was
     # not in the checkpoint, so the resumed run drew other solvers.
-    import hf_reduce.training as training
+    import hf_reduce.checkpoints as checkpoints
 
     checkpointing = ["--checkpointing_steps", "8", *regime]
     reference = _train(tmp_path / "straight", *checkpointing)["model"].state_dict()
-    real_save = training._save_checkpoint
+    real_save = checkpoints.save_checkpoint
 
-    def save_then_die(accelerator, args, state):
-        real_save(accelerator, args, state)
+    def save_then_die(accelerator, output_dir, limit, state):
+        real_save(accelerator, output_dir, limit, state)
         if state["global_step"] == 16:
             raise _Killed
 
-    monkeypatch.setattr(training, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         _train(tmp_path / "killed", *checkpointing)
-    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", real_save)
     resumed = _train(tmp_path / "killed", *checkpointing, "--resume_from_checkpoint", "latest")["model"]
     for (name, a), b in zip(reference.items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

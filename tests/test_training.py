@@ -3,6 +3,7 @@ import torch
 from accelerate.utils import set_seed
 
 from hf_reduce.cnn import VGGForImageClassification
+from hf_reduce.runs import MANIFEST_FILE, read_json, write_manifest
 from hf_reduce.training import TrainingArguments, evaluate_model, find_checkpoint, train
 
 
@@ -78,7 +79,7 @@ def test_training_learns_and_evaluates(tmp_path, tiny_vgg_config, toy_image_data
 def test_bad_arguments():
     with pytest.raises(ValueError, match="optimizer must be"):
         TrainingArguments(optimizer="lamb")
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no intact checkpoint"):
         find_checkpoint("/nonexistent", "latest")
 
 
@@ -172,12 +173,18 @@ def test_resume_unpickles_nothing_and_refuses_missing_state(tmp_path, tiny_vgg_c
 
     planted = checkpoint / "custom_checkpoint_0.pkl"
     planted.write_bytes(pickle.dumps(Payload()))
-    args.resume_from_checkpoint = "latest"
-    with pytest.raises(RuntimeError, match="custom checkpoints"):  # accelerate refuses the stray pickle
+    args.resume_from_checkpoint = str(checkpoint)
+    with pytest.raises(ValueError, match="custom_checkpoint_0.pkl is not in its manifest"):
+        train(_model(tiny_vgg_config), args, toy_image_dataset)
+    # Past the manifest (an operator who re-signs the folder), the restricted loader still refuses the pickle.
+    write_manifest(checkpoint, read_json(checkpoint / MANIFEST_FILE, "manifest")["run"])
+    with pytest.raises(ValueError, match=r"restricted loader refuses \S+custom_checkpoint_0.pkl"):
         train(_model(tiny_vgg_config), args, toy_image_dataset)
     assert not marker.exists()  # and nothing was unpickled
     planted.unlink()
+    write_manifest(checkpoint, read_json(checkpoint / MANIFEST_FILE, "manifest")["run"])
     train(_model(tiny_vgg_config), args, toy_image_dataset)  # a clean checkpoint resumes
     (checkpoint / "rng_state_0.json").write_text("{not json")
+    write_manifest(checkpoint, read_json(checkpoint / MANIFEST_FILE, "manifest")["run"])
     with pytest.raises(ValueError, match="random-generator state rng_state_0.json is missing or unreadable"):
         train(_model(tiny_vgg_config), args, toy_image_dataset)

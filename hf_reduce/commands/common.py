@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -18,7 +19,7 @@ from transformers import HfArgumentParser
 
 from ..hub import CardInfo, push_to_hub, save_for_hub
 from ..profiling import count_parameters  # noqa: F401  (re-exported for the commands)
-from ..runs import fingerprint, run_folder
+from ..runs import RunFolderError, fingerprint, run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,16 @@ class HubArguments:
     def __post_init__(self) -> None:
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/model-name)")
+        if self.hub_model_id is not None:
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(self.hub_model_id)
+            except HFValidationError:
+                raise ValueError(
+                    f"--hub_model_id {self.hub_model_id!r} is not a Hub repository id: use 'name' or "
+                    "'your-name/name' (letters, digits, '-', '_' and '.', at most 96 characters)"
+                ) from None
 
 
 def format_table(rows: list[dict[str, Any]], max_width: int = 100) -> str:
@@ -197,6 +208,13 @@ def load_trained_model(model_class: Any, model_name_or_path: str, *, expected_ty
             f"no model at {model_name_or_path}; train one with `hf-reduce train-cnn` (it saves to "
             "outputs/<run>/model) or pass a Hub model id"
         )
+    if path.is_file():
+        raise ValueError(
+            f"--model_name_or_path {model_name_or_path} is a file; give the folder that holds its config.json "
+            "and weights"
+        )
+    if path.is_dir():
+        _check_config_types(path / "config.json", getattr(model_class, "config_class", None))
     if expected_type is not None:
         from transformers import AutoConfig
 
@@ -205,13 +223,50 @@ def load_trained_model(model_class: Any, model_name_or_path: str, *, expected_ty
             raise ValueError(
                 f"{model_name_or_path} is a {found} model; this command needs a {expected_type} model"
             )
-    model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True)
+    from safetensors import SafetensorError
+
+    try:
+        model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True)
+    except SafetensorError as error:
+        raise ValueError(
+            f"the weights in {model_name_or_path} are damaged ({error}); save or download the model again"
+        ) from None
     problems = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     problems = {k: v for k, v in problems.items() if v}
     if problems:
         detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {v[:3]})" for k, v in problems.items())
         raise ValueError(f"the weights in {model_name_or_path} do not match its config: {detail}")
     return model
+
+
+def _check_config_types(path: Path, config_class: type | None) -> None:
+    """Each value of a saved ``config.json`` has the type of the config class's default (a hand-edited
+    ``"image_size": "8"`` would otherwise fail deep inside the model's constructor)."""
+    from ..runs import read_json
+
+    if not path.is_file():
+        return
+    saved = read_json(path, "the model's config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds a JSON {type(saved).__name__}, not a config object")
+    if config_class is None:  # an Auto class: the config class of the saved model_type
+        from transformers import CONFIG_MAPPING
+
+        if saved.get("model_type") not in CONFIG_MAPPING:
+            return
+        config_class = CONFIG_MAPPING[saved["model_type"]]
+    defaults = config_class().to_dict()
+    for key, value in saved.items():
+        default = defaults.get(key)
+        if default is None or value is None:
+            continue
+        kinds = (int, float) if isinstance(default, float) else (type(default),)
+        wrong = not isinstance(value, kinds) or (isinstance(value, bool) != isinstance(default, bool))
+        if wrong:
+            raise ValueError(
+                f"{path}: {key} is {value!r} (a {type(value).__name__}) where a {type(default).__name__} is "
+                "expected; correct it or save the model again"
+            )
 
 
 def prepare_image_training(
@@ -341,6 +396,49 @@ def _process_state() -> PartialState:
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
+def _held_run(training: Any, groups: tuple[Any, ...], run: Callable) -> Any:
+    """:func:`hf_reduce.runs.run_folder` for this command's arguments (the main process holds the folder)."""
+    return run_folder(
+        training.output_dir,
+        fingerprint(run.__module__, *groups),
+        overwrite=training.overwrite_output_dir,
+        resume=getattr(training, "resume_from_checkpoint", None),
+        resumable=hasattr(training, "resume_from_checkpoint"),
+    )
+
+
+def _share_plan(plan: dict[str, Any] | None, error: BaseException | None) -> dict[str, Any]:
+    """The main process's plan (working folder, checkpoint) on every rank; its refusal raised on every rank."""
+    from accelerate.utils import broadcast_object_list
+
+    shared = [plan, None if error is None else _one_line(error)]
+    if _process_state().num_processes > 1:
+        broadcast_object_list(shared, from_process=0)
+    if shared[1] is not None:
+        raise error if error is not None else RunFolderError(shared[1])
+    return shared[0]
+
+
+def _one_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _apply_plan(training: Any, plan: dict[str, Any]) -> None:
+    """Point the run at its working folder (the staging folder of an overwrite) and resolved checkpoint."""
+    training.output_dir = plan["work_dir"]
+    if hasattr(training, "resume_from_checkpoint"):
+        training.resume_from_checkpoint = plan["checkpoint"]
+
+
+def _published_paths(value: Any, work_dir: str, folder: str) -> Any:
+    """``value`` with paths inside a staged run's working folder moved to where the publish put them."""
+    if isinstance(value, str) and value.startswith(work_dir):
+        return folder + value[len(work_dir) :]
+    if isinstance(value, dict):
+        return {k: _published_paths(v, work_dir, folder) for k, v in value.items()}
+    return value
+
+
 def command_main(
     argument_types: tuple[type, ...],
     run: Callable[..., dict[str, Any]],
@@ -349,8 +447,9 @@ def command_main(
     description: str | None,
 ) -> dict[str, Any]:
     """Parse ``argv`` into the argument dataclasses, ``run`` them and print the summary table (on the main
-    process). Returns ``run``'s summary. The command holds its ``--output_dir`` for the
-    run (refusing another run's folder, see :mod:`hf_reduce.runs`)."""
+    process). Returns ``run``'s summary. The command holds its ``--output_dir`` for the run through
+    :func:`hf_reduce.runs.run_folder` (refusing another run's folder, staging an overwrite, resolving the
+    checkpoint to resume), and every process works where the main process's plan says."""
     argv = pop_verbose(argv)
     parser = HfArgumentParser(
         argument_types, prog=prog, description=description, formatter_class=HelpFormatter
@@ -362,19 +461,30 @@ def command_main(
     if training is not None and not any(a == "--output_dir" or a.startswith("--output_dir=") for a in argv):
         command = run.__module__.rsplit(".", 1)[-1].replace("_", "-")
         training.output_dir = default_output_dir(command, data.dataset if data is not None else "data")
-    if training is None or not _process_state().is_main_process:
+    state = _process_state()
+    if training is None:
+        summary = run(*groups)
+    elif not state.is_main_process:
+        _apply_plan(training, _share_plan(None, None))
         summary = run(*groups)
     else:  # one run per output folder (see hf_reduce.runs)
-        with run_folder(
-            training.output_dir,
-            fingerprint(run.__module__, *groups),
-            overwrite=training.overwrite_output_dir,
-            resume=getattr(training, "resume_from_checkpoint", None),
-            resumable=hasattr(training, "resume_from_checkpoint"),
-        ):
+        folder = training.output_dir
+        try:
+            held = _held_run(training, groups, run)
+            active = held.__enter__()
+        except Exception as error:
+            _share_plan(None, error)
+            raise
+        plan = {"work_dir": str(active.work_dir), "checkpoint": active.checkpoint and str(active.checkpoint)}
+        _share_plan(plan, None)
+        with contextlib.ExitStack() as stack:
+            stack.push(held)
+            _apply_plan(training, plan)
             summary = run(*groups)
             _write_all_results(training.output_dir, summary)
-    if _process_state().is_main_process:
+        summary = _published_paths(summary, plan["work_dir"], str(Path(folder)))
+        training.output_dir = folder
+    if state.is_main_process:
         for title, rows in summary.get("tables", {}).items():
             print(f"{title}\n{format_table(rows)}\n")
         print(format_table([{k: v for k, v in summary.items() if k not in ("model", "tables")}]))
