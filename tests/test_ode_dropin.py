@@ -4,6 +4,8 @@ tuple / complex / float64 states) and the options meaning what they mean there."
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -273,6 +275,47 @@ def test_perturb_takes_one_sided_limits_at_every_grid_stage(family, tensor_param
     out = odeint(_JumpAtHalf(), y0, t, method=family, options={**params, "step_size": 0.25, "perturb": True})
     # Piecewise-constant f integrated with one-sided limits at the grid points is exact: y(1) = 1/2.
     torch.testing.assert_close(out[-1], torch.tensor([0.5], dtype=T64), rtol=0, atol=1e-14)
+
+
+class _Decay(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rate = nn.Parameter(torch.tensor(1.0, dtype=T64))
+
+    def forward(self, tt, y):
+        return -self.rate * y
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+def test_events_stop_every_family_where_torchdiffeq_does(family, interp):
+    # Before: integrate_until_event passes dt as a Python float and every family crashed in addcmul.
+    from torchdiffeq import odeint_event
+
+    decay = _Decay()  # y' = -k y, y(0) = 1, k = 1: y = 1/2 at t = ln 2
+    y0, t0 = torch.ones(1, dtype=T64), torch.tensor(0.0, dtype=T64)
+    options = {**FAMILY_PARAMS[family], "step_size": 0.05, "interp": interp}
+
+    def half(tt, y):
+        return y.sum() - 0.5
+
+    found = {}
+    for name, method, opts in (
+        ("ours", family, options),
+        ("rk4", "rk4", {"step_size": 0.05, "interp": interp}),
+    ):
+        event_t, solution = odeint_event(decay, y0, t0, event_fn=half, method=method, options=opts)
+        found[name] = event_t
+        assert solution.shape == (2, 1) and abs(solution[-1].item() - 0.5) < 1e-6
+    # The event time is off ln 2 by the interpolant's error (linear: O(h^2)) or the family's own (h^order).
+    tolerance = 2e-3 if interp == "linear" else 10 * 0.05 ** FAMILIES[family].order
+    assert abs(found["ours"].item() - math.log(2)) < tolerance
+    assert abs(found["ours"].item() - found["rk4"].item()) < 2e-3
+    # Through the adjoint, the event time is differentiable in the parameters.
+    event_t, _ = odeint_event(decay, y0, t0, event_fn=half, odeint_interface=odeint_adjoint, method=family,
+                              options=options, adjoint_params=tuple(decay.parameters()))  # fmt: skip
+    (grad,) = torch.autograd.grad(event_t, decay.rate)
+    assert abs(grad.item() + math.log(2)) < 1e-2  # t* = ln 2 / k: d t* / d k = -ln 2 at k = 1
 
 
 @pytest.mark.parametrize("method", sorted(FIXED_GRID_METHODS))

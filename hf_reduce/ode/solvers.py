@@ -39,15 +39,23 @@ def _combine(terms: list[tuple[int, Scalar]], ks: list[torch.Tensor]) -> torch.T
     return total
 
 
-def _stage_input(y0: torch.Tensor, dt: torch.Tensor, terms, ks: list[torch.Tensor]) -> torch.Tensor:
+def _axpy(y0: torch.Tensor, k: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """``y0 + scale · k`` in one kernel. ``scale`` is a Python float where torchdiffeq passes ``dt`` as one
+    (``integrate_until_event`` uses ``self.step_size``), which ``addcmul`` does not take."""
+    if isinstance(scale, torch.Tensor):
+        return torch.addcmul(y0, k, scale)
+    return torch.add(y0, k, alpha=scale)
+
+
+def _stage_input(y0: torch.Tensor, dt: torch.Tensor | float, terms, ks: list[torch.Tensor]) -> torch.Tensor:
     """``y0 + dt · Σ a_j k_j`` in as few full-size kernels as the built-ins use: ``dt`` is folded into a lone
-    coefficient (``y0 + k · (dt a)``, as ``midpoint`` does with ``dt / 2``) and ``addcmul`` fuses the rest."""
+    coefficient (``y0 + k · (dt a)``, as ``midpoint`` does with ``dt / 2``) and one fused add does the rest."""
     if not terms:
         return y0
     if len(terms) == 1:
         j, a = terms[0]
-        return torch.addcmul(y0, ks[j], dt * a)
-    return torch.addcmul(y0, _combine(terms, ks), dt)
+        return _axpy(y0, ks[j], dt * a)
+    return _axpy(y0, _combine(terms, ks), dt)
 
 
 def _node_position(c: Scalar) -> str:
