@@ -166,3 +166,64 @@ def test_presets_build():
     for name in ("odenet_mnist", "resnet_mnist"):
         model = ODEForImageClassification(ODEConfig.from_preset(name, num_labels=10))
         assert model(pixel_values=torch.rand(2, 1, 28, 28)).logits.shape == (2, 10)
+
+
+def _ode_folders(tmp_path):
+    """Three saved rk2_u models: ``a``, ``same`` (identical remote code) and ``other`` (whose remote tableau.py
+    builds a different method under the same name)."""
+    import shutil
+
+    torch.manual_seed(0)
+    model = ODEForImageClassification(tiny_config(method="rk2_u")).eval()
+    model.save_pretrained(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "same")
+    shutil.copytree(tmp_path / "a", tmp_path / "other")
+    tableau_py = tmp_path / "other" / "tableau.py"
+    text = tableau_py.read_text()
+    changed = text.replace("b=(1 - 1 / (2 * u), 1 / (2 * u)), order=2", "b=(1.0, 0.0), order=1")
+    assert changed != text
+    tableau_py.write_text(changed)
+    return {name: str(tmp_path / name) for name in ("a", "same", "other")}
+
+
+_LOAD = """
+import torch
+from transformers import AutoModelForImageClassification
+def load(folder):
+    return AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
+"""
+
+
+def test_remote_code_then_import_hf_reduce_shares_the_solver_table(tmp_path):
+    folders = _ode_folders(tmp_path)
+    code = (
+        _LOAD
+        + f"""
+load({folders["a"]!r}); load({folders["same"]!r})
+import hf_reduce
+from torchdiffeq import odeint
+y = odeint(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), method="rk2_u", options={{"step_size": 0.1}})
+assert abs(float(y[-1]) - 0.3679) < 1e-3, y
+print("shared-ok")
+"""
+    )
+    assert "shared-ok" in run_python(code)
+
+
+def test_a_different_solver_under_a_taken_name_is_refused_naming_both(tmp_path):
+    folders = _ode_folders(tmp_path)
+    code = (
+        BLOCK_HF_REDUCE
+        + _LOAD
+        + f"""
+load({folders["a"]!r})
+try:
+    load({folders["other"]!r})
+except RuntimeError as error:
+    message = str(error)
+    assert "'rk2_u'" in message and "hf_reduce" not in message, message
+    assert message.count("transformers_modules") == 2, message
+    print("refused-ok")
+"""
+    )
+    assert "refused-ok" in run_python(code)

@@ -10,6 +10,7 @@ torchdiffeq has no public solver registry; its maintainers' suggested route is t
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -108,25 +109,50 @@ class ParametricRungeKutta(FixedGridODESolver):
 def _solver_class(name: str) -> type[ParametricRungeKutta]:
     family = FAMILIES[name]
     doc = f"torchdiffeq solver ``{name}``: order {family.order}, parameters {family.params}, domain {family.domain}."
-    return type(
-        f"RK_{name}", (ParametricRungeKutta,), {"family": name, "order": family.order, "__doc__": doc}
-    )
+    # type() through ABCMeta would take __module__ from abc's frame; a saved model's copy of this file must
+    # name its own module, which is how a clash is reported.
+    namespace = {"family": name, "order": family.order, "__doc__": doc, "__module__": __name__}
+    return type(f"RK_{name}", (ParametricRungeKutta,), namespace)
 
 
 SOLVER_CLASSES: dict[str, type[ParametricRungeKutta]] = {name: _solver_class(name) for name in FAMILIES}
 
 
+def solver_signature(cls: type) -> tuple | None:
+    """What a family solver computes: its order and tableaux at the defaults and at two other points, each
+    built by the ``tableau`` of the module that defined ``cls``. A saved model's remote code carries its own
+    copy of these modules, so two copies are compared by what they compute, not by identity; ``None`` for a
+    solver that is not one of these families."""
+    family = getattr(cls, "family", None)
+    build = getattr(sys.modules.get(cls.__module__), "tableau", None)
+    if not family or build is None:
+        return None
+    spec = FAMILIES.get(family)
+    points = [spec.defaults] if spec else [{}]
+    points += [{k: x + 0.0137 * (i + 1) for k, x in points[0].items()} for i in range(2)]
+    tabs = [build(family, **point) for point in points]
+    return (family, cls.order, [(t.c, t.a, t.b, t.order) for t in tabs])
+
+
 def register_solvers() -> None:
-    """Add the families to torchdiffeq's solver table (idempotent; done by ``import hf_reduce``)."""
+    """Add the families to torchdiffeq's solver table; done by ``import hf_reduce`` and by a saved model's
+    remote code. Registering a solver that computes the same method again is a no-op (remote code, then
+    ``import hf_reduce``); a different method under a taken name is refused, naming both."""
     from torchdiffeq._impl.odeint import SOLVERS
 
     for name, cls in SOLVER_CLASSES.items():
         existing = SOLVERS.get(name)
-        if existing is not None and not issubclass(existing, ParametricRungeKutta):
+        if existing is None:
+            SOLVERS[name] = cls
+        elif existing is not cls and solver_signature(existing) != solver_signature(cls):
             raise RuntimeError(
-                f"torchdiffeq already has a solver named {name!r}; hf_reduce will not replace it"
+                f"torchdiffeq's solver {name!r} is already {_qualified(existing)}, a different method from "
+                f"{_qualified(cls)}; load models whose solvers differ in separate processes"
             )
-        SOLVERS[name] = cls
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def available_methods() -> list[str]:
