@@ -156,3 +156,60 @@ def test_bad_inputs():
         odeint_irdm(func, y0, torch.tensor([0.0]))
     with pytest.raises(ValueError, match="nn.Module"):
         odeint_irdm(lambda t, y: y, y0, torch.tensor([0.0, 1.0]))
+
+
+class _Ralston(hf_reduce.ode.SOLVER_CLASSES["rk2_u"]):
+    """A user's solver: hf_reduce's rk2_u family pinned at Ralston's u = 2/3."""
+
+    def __init__(self, func, y0, **kwargs):
+        super().__init__(func, y0, u=2 / 3, **kwargs)
+
+
+def _registered(name, cls):
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    SOLVERS[name] = cls
+    return name
+
+
+@pytest.fixture
+def user_solvers():
+    from torchdiffeq._impl.dopri5 import Dopri5Solver
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    names = [
+        _registered("user_ralston", _Ralston),
+        _registered("user_dopri5", type("D5", (Dopri5Solver,), {})),
+    ]
+    yield names
+    for name in names:
+        del SOLVERS[name]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["fixed-grid-subclass", "adaptive-subclass"])
+def test_any_registered_explicit_runge_kutta_solver_is_accepted(user_solvers, which):
+    method = user_solvers[which]
+    func = Field().double()
+    y0 = torch.randn(4, 3, dtype=T64, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([0.0, 1.0], dtype=T64)
+    # rk2 is second order: a fine grid keeps the discrete and continuous gradients within 1e-5
+    kwargs = {"options": {"step_size": 0.005}} if which == 0 else {"rtol": 1e-9, "atol": 1e-10}
+    reference = _gradients(odeint, func, y0, t, method=method, **kwargs)
+    irdm = _gradients(odeint_irdm, func, y0, t, method=method, **kwargs)
+    assert _relative_error(irdm, reference) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "method, what",
+    [
+        ("explicit_adams", "multistep"),
+        ("implicit_adams", "multistep"),
+        ("fixed_adams", "multistep"),
+        ("scipy_solver", "not an explicit Runge-Kutta"),
+        ("no_such_method", "unknown method"),
+    ],
+)
+def test_other_solvers_are_refused_by_what_they_are(method, what):
+    with pytest.raises(ValueError, match=what) as error:
+        odeint_irdm(Field(), torch.randn(2, 3), torch.tensor([0.0, 1.0]), method=method)
+    assert len(str(error.value).splitlines()) == 1

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 from torchdiffeq._impl.misc import Perturb, _nextafter
 
+from .solvers import runge_kutta_kind
 from .tableau import FAMILIES
 
-#: Single-step fixed-grid methods (multistep Adams methods keep a history and are left to ``odeint``).
+#: The single-step fixed-grid methods of torchdiffeq and hf_reduce (any registered subclass works too;
+#: multistep Adams methods keep a history and are left to ``odeint``).
 FIXED_GRID_METHODS: tuple[str, ...] = ("euler", "midpoint", "heun2", "heun3", "rk4", *FAMILIES)
 
 TimeLike = torch.Tensor | Sequence[float]
@@ -81,8 +83,8 @@ def fixed_grid_odeint(
     """
     from torchdiffeq._impl.odeint import SOLVERS
 
-    if method not in FIXED_GRID_METHODS:
-        raise ValueError(f"the plain fixed-grid path runs {list(FIXED_GRID_METHODS)}, not {method!r}")
+    if runge_kutta_kind(method) != "fixed_grid":
+        raise ValueError(f"the plain fixed-grid path runs fixed-grid methods, not the adaptive {method!r}")
     if not torch.is_tensor(y0):
         raise TypeError(f"y0 must be a tensor (flatten tuple states first), got {type(y0).__name__}")
     options = dict(options or {})

@@ -38,9 +38,9 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from .fixed_grid import FIXED_GRID_METHODS, fixed_grid_odeint
+from .fixed_grid import fixed_grid_odeint
 from .interpolation import BarycentricInterpolant, CubicHermiteInterpolant, chebyshev_lobatto_nodes
-from .sampling import ADAPTIVE_METHODS
+from .solvers import runge_kutta_kind
 
 #: Halvings of an output interval tried before the interpolation error is declared out of reach.
 MAX_SPLITS = 8
@@ -271,11 +271,19 @@ def _fixed_grid_forward(func, y0, t, settings):
 # ----------------------------------------------------------------------------------------- backward pass
 
 
+def _adaptive(method: str) -> bool:
+    """Whether the backward solver picks its own steps (any method ``odeint`` accepts may run the backward)."""
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.solvers import AdaptiveStepsizeODESolver
+
+    return issubclass(SOLVERS[method], AdaptiveStepsizeODESolver)
+
+
 def _interval_options(settings: _Settings, state: _Piecewise, t_start: float, t_end: float) -> dict:
     """Backward options for one interval: land on the pieces' boundaries and the end, or step on the grid."""
     options = _backward_options(settings.adjoint_options)
     breakpoints = sorted(state.breakpoints, reverse=t_start > t_end)
-    if settings.adjoint_method in ADAPTIVE_METHODS:
+    if _adaptive(settings.adjoint_method):
         jumps = options.get("jump_t")
         taken = set() if jumps is None else set(torch.as_tensor(jumps).tolist())
         given = options.get("step_t")
@@ -303,7 +311,7 @@ class _IRDMFunction(torch.autograd.Function):
             settings.stats.pieces.clear()
             settings.stats.max_error_ratio = 0.0
         with torch.no_grad():
-            if settings.method in ADAPTIVE_METHODS:
+            if runge_kutta_kind(settings.method) == "adaptive":
                 solution, states = _adaptive_forward(func, y0, t, settings)
             else:
                 solution, states = _fixed_grid_forward(func, y0, t, settings)
@@ -448,9 +456,7 @@ def _check_arguments(func, t, n_nodes, method, adjoint_params, event_fn) -> None
         raise ValueError(
             f"n_nodes must be an int >= 3 (most Chebyshev-Lobatto nodes kept per piece), got {n_nodes!r}"
         )
-    supported = (*ADAPTIVE_METHODS, *FIXED_GRID_METHODS)
-    if method not in supported:
-        raise ValueError(f"odeint_irdm supports the methods {list(supported)}, not {method!r}")
+    runge_kutta_kind(method)  # any registered explicit Runge-Kutta solver; a one-line refusal otherwise
     if not torch.is_tensor(t) or t.ndim != 1 or len(t) < 2:
         raise ValueError(
             f"t must be a 1-D tensor of at least 2 times, got {t if not torch.is_tensor(t) else tuple(t.shape)}"

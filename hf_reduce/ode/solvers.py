@@ -155,6 +155,32 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def runge_kutta_kind(method: str) -> str:
+    """``"adaptive"`` or ``"fixed_grid"`` for an explicit single-step Runge-Kutta solver in torchdiffeq's table
+    (the built-ins, hf_reduce's families, a user's subclass of either), told apart by class, not by name; a
+    one-line ``ValueError`` saying what anything else is."""
+    from torchdiffeq._impl.fixed_adams import AdamsBashforthMoulton
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
+
+    cls = SOLVERS.get(method)
+    if cls is None:
+        raise ValueError(f"unknown method {method!r}; torchdiffeq's solvers are {sorted(SOLVERS)}")
+    if issubclass(cls, RKAdaptiveStepsizeODESolver):
+        return "adaptive"
+    if issubclass(cls, AdamsBashforthMoulton):
+        raise ValueError(
+            f"{method!r} ({_qualified(cls)}) is a multistep Adams method, whose steps depend on earlier ones; "
+            "use an explicit Runge-Kutta method (fixed-grid or adaptive)"
+        )
+    if issubclass(cls, FixedGridODESolver):
+        return "fixed_grid"
+    raise ValueError(
+        f"{method!r} ({_qualified(cls)}) is not an explicit Runge-Kutta solver (a subclass of torchdiffeq's "
+        "FixedGridODESolver or RKAdaptiveStepsizeODESolver)"
+    )
+
+
 def available_methods() -> list[str]:
     """Every method name ``odeint`` accepts now (torchdiffeq's own and hf_reduce's)."""
     from torchdiffeq._impl.odeint import SOLVERS
