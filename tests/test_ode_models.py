@@ -227,3 +227,14 @@ except RuntimeError as error:
 """
     )
     assert "refused-ok" in run_python(code)
+
+
+def test_irdm_models_keep_odeint_irdms_default_nodes():
+    import inspect
+
+    from hf_reduce.ode import odeint_irdm
+
+    default = inspect.signature(odeint_irdm).parameters["n_nodes"].default
+    assert ODEConfig().irdm_nodes == default  # was 16 against odeint_irdm's 33
+    model = ODEForImageClassification(tiny_config(gradient_mode="irdm"))
+    assert {block.irdm_nodes for block in model.modules() if hasattr(block, "irdm_nodes")} == {default}

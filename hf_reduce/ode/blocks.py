@@ -10,7 +10,7 @@ from torch.nn.utils import parametrizations
 from torchdiffeq import odeint, odeint_adjoint
 
 from .fixed_grid import fixed_grid_odeint
-from .irdm import odeint_irdm
+from .irdm import DEFAULT_NODES, odeint_irdm
 from .nfe import NFECounter
 from .sampling import ADAPTIVE_METHODS, SolverSpec, uniform_grid_values
 
@@ -99,7 +99,11 @@ class ODEBlock(nn.Module):
     """
 
     def __init__(
-        self, func: ODEFunc, solver: SolverSpec, gradient_mode: str = "backprop", irdm_nodes: int = 16
+        self,
+        func: ODEFunc,
+        solver: SolverSpec,
+        gradient_mode: str = "backprop",
+        irdm_nodes: int = DEFAULT_NODES,
     ):
         super().__init__()
         self.func = NFECounter(func)

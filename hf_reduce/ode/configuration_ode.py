@@ -88,7 +88,7 @@ class ODEConfig(PreTrainedConfig):
         rtol: float = 1e-3,
         atol: float = 1e-4,
         gradient_mode: str = "backprop",
-        irdm_nodes: int = 16,
+        irdm_nodes: int = 33,  # odeint_irdm's DEFAULT_NODES (this file stands alone in remote code)
         solver_ensemble: list[dict] | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
@@ -135,9 +135,9 @@ class ODEConfig(PreTrainedConfig):
             raise ValueError(
                 f"gradient_mode must be one of {list(GRADIENT_MODES)}, got {self.gradient_mode!r}"
             )
-        if self.n_steps < 1 or self.irdm_nodes < 2:
+        if self.n_steps < 1 or self.irdm_nodes < 3:
             raise ValueError(
-                f"n_steps must be >= 1 and irdm_nodes >= 2, got {self.n_steps}, {self.irdm_nodes}"
+                f"n_steps must be >= 1 and irdm_nodes >= 3, got {self.n_steps}, {self.irdm_nodes}"
             )
         for member in self.solver_ensemble or []:
             unknown = set(member) - set(ENSEMBLE_KEYS)

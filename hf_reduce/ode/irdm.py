@@ -42,6 +42,8 @@ from .fixed_grid import fixed_grid_odeint
 from .interpolation import BarycentricInterpolant, CubicHermiteInterpolant, chebyshev_lobatto_nodes
 from .solvers import runge_kutta_kind
 
+#: Most Chebyshev-Lobatto nodes per piece, unless told otherwise (``odeint_irdm`` and ODE models alike).
+DEFAULT_NODES = 33
 #: Halvings of an output interval tried before the interpolation error is declared out of reach.
 MAX_SPLITS = 8
 #: The interpolation tolerance never goes below this many units of roundoff of the state's dtype.
@@ -184,8 +186,8 @@ def _chebyshev_pieces(dense: _DenseOutput, a: float, b: float, settings: _Settin
     if depth >= MAX_SPLITS:
         raise IRDMInterpolationError(
             f"IRDM could not interpolate the forward trajectory on [{a:g}, {b:g}] to rtol={settings.rtol:g}, "
-            f"atol={settings.atol:g} with {settings.n_nodes} nodes after {MAX_SPLITS} halvings; raise n_nodes, "
-            "loosen the tolerances or add output times"
+            f"atol={settings.atol:g} with {settings.n_nodes} nodes after {MAX_SPLITS} halvings; raise n_nodes (irdm_nodes in an "
+            "ODEConfig), loosen the tolerances or add output times"
         )
     mid = a + 0.5 * (b - a)
     return _chebyshev_pieces(dense, a, mid, settings, depth + 1) + _chebyshev_pieces(
@@ -471,7 +473,7 @@ def odeint_irdm(
     y0: torch.Tensor | Sequence[torch.Tensor],
     t: torch.Tensor,
     *,
-    n_nodes: int = 33,
+    n_nodes: int = DEFAULT_NODES,
     rtol: float = 1e-7,
     atol: float = 1e-9,
     method: str | None = None,
