@@ -290,3 +290,29 @@ def test_criterion_passes_a_well_resolved_model():
     _train(model, train_spec, x, y, steps=200)
     report = solver_overfitting(_accuracy(model, x, y), train_spec)
     assert report.reference_accuracy > 0.95 and not report.overfits, report.rows
+
+
+@pytest.mark.parametrize(
+    "family, params",
+    [
+        ("rk3_uv", {"u": 2 / 3 + 1e-5, "v": 1.0}),
+        ("rk4_uv", {"u": 0.5 + 2e-6, "v": 2 / 3}),
+        ("rk4_u2", {"u": 0.001}),
+    ],
+)
+def test_ill_conditioned_members_are_warned_about(family, params):
+    # The first two passed the 1e-6 singular cut-off silently and lost 10-100x accuracy.
+    with pytest.warns(UserWarning, match=rf"{family} at .* is ill-conditioned: a tableau coefficient is"):
+        tableau(family, **params)
+
+
+def test_well_conditioned_members_are_not_warned_about():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for family in FAMILIES:
+            tableau(family)
+        tableau("rk2_u", u=2 / 3)
+        tableau("rk4_u2", u=0.1)
+        tableau("rk3_uv", u=0.5, v=0.9)
