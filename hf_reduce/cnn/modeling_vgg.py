@@ -5,6 +5,8 @@ Self-contained (torch / transformers only) so it can travel with the weights as 
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -59,6 +61,16 @@ class VGGPreTrainedModel(PreTrainedModel):
     def __init__(self, config: VGGConfig, *inputs, **kwargs) -> None:
         super().__init__(config, *inputs, **kwargs)
         config.auto_map = {**(getattr(config, "auto_map", None) or {}), **self._auto_map}
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
+        # transformers only warns; a structure change that keeps every weight shape (batch_norm off) would
+        # otherwise run with random weights. The head of a re-headed model may be new, as in transformers.
+        super()._adjust_missing_and_unexpected_keys(loading_info)
+        missing = sorted(k for k in loading_info.missing_keys if not re.match(r"^classifier\.", k))
+        problems = {"missing": missing, "unexpected": sorted(loading_info.unexpected_keys)}
+        detail = "; ".join(f"{len(v)} {kind} keys (e.g. {v[:3]})" for kind, v in problems.items() if v)
+        if detail:
+            raise ValueError(f"the weights in {self.config.name_or_path} do not match its config: {detail}")
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

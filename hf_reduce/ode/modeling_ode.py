@@ -6,6 +6,7 @@ sampling, IRDM), so the parameterised solvers work where hf_reduce is not instal
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import torch
@@ -44,6 +45,16 @@ class ODEPreTrainedModel(PreTrainedModel):
     def __init__(self, config: ODEConfig, *inputs, **kwargs) -> None:
         super().__init__(config, *inputs, **kwargs)
         config.auto_map = {**(getattr(config, "auto_map", None) or {}), **self._auto_map}
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
+        # transformers only warns; a structure change that keeps every weight shape (another norm_ode) would
+        # otherwise run with random weights. The head of a re-headed model may be new, as in transformers.
+        super()._adjust_missing_and_unexpected_keys(loading_info)
+        missing = sorted(k for k in loading_info.missing_keys if not re.match(r"^classifier\.", k))
+        problems = {"missing": missing, "unexpected": sorted(loading_info.unexpected_keys)}
+        detail = "; ".join(f"{len(v)} {kind} keys (e.g. {v[:3]})" for kind, v in problems.items() if v)
+        if detail:
+            raise ValueError(f"the weights in {self.config.name_or_path} do not match its config: {detail}")
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
