@@ -9,8 +9,9 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 
 from .image_processing import ReduceImageProcessor
 
-# save_pretrained of the processor copies image_processing.py next to it and records it in auto_map.
+# save_pretrained of the processor copies image_processing.py next to it.
 ReduceImageProcessor.register_for_auto_class("AutoImageProcessor")
+PROCESSOR_REF = "image_processing.ReduceImageProcessor"
 
 
 def register_image_family(config_class: type, base_class: type, classifier_class: type) -> None:
@@ -40,6 +41,9 @@ def _also_saving_the_processor(save_pretrained: Any) -> Any:
 
     @functools.wraps(save_pretrained)
     def save(self: Any, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        # The model config names the processor (the remote-code path loads it from there); the processor's own
+        # file names nothing transformers could derive other processor types from (see ReduceImageProcessor).
+        self.config.auto_map = {**(self.config.auto_map or {}), "AutoImageProcessor": PROCESSOR_REF}
         out = save_pretrained(self, save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             ReduceImageProcessor.for_config(self.config).save_pretrained(save_directory)

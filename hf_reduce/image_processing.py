@@ -109,6 +109,11 @@ class ReduceImageProcessor(BaseImageProcessor):
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.pop("_warned", None)
+        # The model's config.json says which image processor it has (auto_classes.py). Saying it here too
+        # would make AutoVideoProcessor, which pipeline() tries for every vision model, derive a
+        # "ReduceVideoProcessor" from these keys and ask whether to run the folder's code.
+        out.pop("auto_map", None)
+        out.pop("image_processor_type", None)
         return out
 
 

@@ -185,3 +185,40 @@ def test_processor_converts_modes_and_warns_once_when_dropping_colour():
 
     expected = ImageCollator(1, 8).to_tensor(colour)
     torch.testing.assert_close(grey_model(colour)["pixel_values"][0], expected, rtol=0, atol=0)
+
+
+def test_pipeline_on_a_saved_folder_asks_nothing_and_runs_no_folder_code(saved, tmp_path):
+    # Before: with hf_reduce installed, AutoVideoProcessor derived a "ReduceVideoProcessor" from the processor's
+    # auto_map and asked "Do you wish to run the custom code? [y/N]"; answering y ran the folder's
+    # image_processing.py. Here stdin answers y (and is no TTY), and that file plants a marker.
+    import shutil
+    import subprocess
+    import sys
+
+    marker = tmp_path / "folder-code-ran"
+    folders = {}
+    for family, (_, folder) in saved.items():
+        copy = shutil.copytree(folder, tmp_path / family)
+        planted = copy / "image_processing.py"
+        planted.write_text(f"open({str(marker)!r}, 'w').close()\n" + planted.read_text())
+        folders[family] = str(copy)
+    code = f"""
+import numpy as np
+from PIL import Image
+from transformers import pipeline
+import hf_reduce
+image = Image.fromarray((np.random.default_rng(0).random((20, 20)) * 255).astype(np.uint8))
+for folder in {list(folders.values())!r}:
+    for task in ("image-classification", "image-feature-extraction"):
+        result = pipeline(task, model=folder)(image)
+        assert type(pipeline(task, model=folder).image_processor).__module__ == "hf_reduce.image_processing"
+print("pipelines-ok")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input="y\ny\ny\ny\ny\ny\ny\ny\n", capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "pipelines-ok" in proc.stdout, output
+    assert "custom code" not in output
+    assert not marker.exists()
