@@ -222,3 +222,30 @@ print("pipelines-ok")
     assert proc.returncode == 0 and "pipelines-ok" in proc.stdout, output
     assert "custom code" not in output
     assert not marker.exists()
+
+
+def test_every_family_builds_on_the_meta_device_and_then_loads(saved, tmp_path):
+    # A fresh interpreter: after any CPU build in the same process the ODE grid was cached and this passed.
+    folders = {family: str(folder) for family, (_, folder) in saved.items()}
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = {family: model(pixel_values=x).logits.detach() for family, (model, _) in saved.items()}
+    torch.save({"x": x, "expected": expected}, tmp_path / "expected.pt")
+    code = f"""
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForImageClassification
+import hf_reduce
+data = torch.load({str(tmp_path / "expected.pt")!r})
+for family, folder in {folders!r}.items():
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = AutoModelForImageClassification.from_config(config)
+    assert next(model.parameters()).is_meta
+    model.to_empty(device="cpu")
+    model.load_state_dict(load_file(folder + "/model.safetensors"))
+    torch.testing.assert_close(model.eval()(pixel_values=data["x"]).logits, data["expected"][family])
+    big = AutoModelForImageClassification.from_pretrained(folder, device_map="cpu").eval()
+    torch.testing.assert_close(big(pixel_values=data["x"]).logits, data["expected"][family])
+print("meta-ok")
+"""
+    assert "meta-ok" in run_python(code)

@@ -89,7 +89,9 @@ def uniform_grid_values(n_steps: int, dtype: torch.dtype) -> list[float]:
     """``n_steps`` equal steps over [0, 1] as Python floats, exactly the values of :func:`_uniform_grid`."""
     key = (n_steps, dtype)
     if key not in _GRIDS:
-        _GRIDS[key] = torch.linspace(0.0, 1.0, n_steps + 1, dtype=dtype).tolist()
+        # On the CPU whatever the default device is: under torch.device("meta") (big-model loading) the
+        # values would not exist.
+        _GRIDS[key] = torch.linspace(0.0, 1.0, n_steps + 1, dtype=dtype, device="cpu").tolist()
     return _GRIDS[key]
 
 
