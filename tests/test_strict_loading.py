@@ -97,3 +97,38 @@ except ValueError as error:
 """
     )
     assert "refused-ok" in run_python(code)
+
+
+def _blocks(*channels, pool=True):
+    return [
+        {"in_channels": a, "out_channels": b, "batch_norm": True, "pool": pool}
+        for a, b in zip(channels, channels[1:], strict=False)
+    ]
+
+
+def test_a_tampered_asnet_config_is_refused_at_construction_naming_the_fields(tmp_path):
+    # Before: a head block removed from config.json loaded, then forward failed with a raw shape error.
+    config = ASNetConfig(num_channels=1, image_size=8, head_layers=_blocks(1, 4, 8), neurons=32, rank=2)
+    assert ASNetConfig(num_channels=1, image_size=8, head_layers=_blocks(1, 4, 8)).neurons == 32
+    ASNetForImageClassification(config).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    _edit_config(tmp_path, head_layers=saved["head_layers"][:1])
+    with pytest.raises(ValueError, match=r"^neurons=32, but head_layers turn 1x8x8 images into 64 features$"):
+        AutoModelForImageClassification.from_pretrained(tmp_path)
+    for bad, message in [
+        (dict(head_layers=_blocks(1, 4) + _blocks(5, 8)), r"head_layers\[1\] takes 5 channels, the previous gives 4"),
+        (dict(head_layers=[{"in_channels": 1, "out_channels": 4}]), r"head_layers\[0\] lacks \['batch_norm', 'pool'\]"),
+        (dict(head_layers=_blocks(1, 4, 8), rank=2, kept_terms=7), r"kept_terms must lie in \[1, 6\]"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            ASNetConfig(num_channels=1, image_size=8, **bad)
+
+
+def test_a_maxvol_config_selecting_more_neurons_than_its_head_makes_is_refused():
+    with pytest.raises(
+        ValueError, match=r"input_neurons=40 selected of the 32 features that head_layers make"
+    ):
+        MaxVolConfig(
+            num_channels=1, image_size=8, head_layers=_blocks(1, 4, 8), input_neurons=40,
+            reduced_layers=[{"in_features": 40, "out_features": 4, "pool": False}],
+        )  # fmt: skip

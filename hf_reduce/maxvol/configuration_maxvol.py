@@ -75,13 +75,12 @@ class MaxVolConfig(PreTrainedConfig):
                     f"reduced_layers[{i}] pools 2x2 windows: out_features must be a multiple of 4"
                 )
             width = layer["out_features"] // 4 if layer["pool"] else layer["out_features"]
-        channels = self.num_channels
-        for i, layer in enumerate(self.head_layers):
-            if layer.get("in_channels") != channels:
-                raise ValueError(
-                    f"head_layers[{i}] takes {layer.get('in_channels')} channels, the previous gives {channels}"
-                )
-            channels = layer["out_channels"]
+        given = _head_output_size(self.head_layers, self.num_channels, self.image_size)
+        if not 1 <= self.input_neurons <= given:
+            raise ValueError(
+                f"input_neurons={self.input_neurons} selected of the {given} features that head_layers make of "
+                f"{self.num_channels}x{self.image_size}x{self.image_size} images"
+            )
         if len(self.image_mean) != self.num_channels or len(self.image_std) != self.num_channels:
             raise ValueError(f"image_mean / image_std need {self.num_channels} values")
 
@@ -90,3 +89,19 @@ class MaxVolConfig(PreTrainedConfig):
         """Width of the last reduced layer's output (the classifier's input)."""
         last = self.reduced_layers[-1]
         return last["out_features"] // 4 if last["pool"] else last["out_features"]
+
+
+def _head_output_size(head_layers: list[dict[str, Any]], channels: int, size: int) -> int:
+    """Flattened size after the kept blocks (3x3 convolutions with padding 1, optional 2x2 max pooling),
+    checking that each block has its keys and takes the previous block's channels. (The same rule as ASNet's
+    config: each configuration file travels alone as remote code.)"""
+    for i, layer in enumerate(head_layers):
+        missing = {"in_channels", "out_channels", "batch_norm", "pool"} - set(layer)
+        if missing:
+            raise ValueError(f"head_layers[{i}] lacks {sorted(missing)}")
+        if layer["in_channels"] != channels:
+            raise ValueError(
+                f"head_layers[{i}] takes {layer['in_channels']} channels, the previous gives {channels}"
+            )
+        channels, size = layer["out_channels"], size // 2 if layer["pool"] else size
+    return channels * size * size
