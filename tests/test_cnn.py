@@ -13,8 +13,9 @@ def test_forward_shapes_and_hidden_states(tiny_vgg_config):
     )
     assert out.logits.shape == (5, 3)
     assert out.loss.ndim == 0
-    # input + one per block; [4, "M", 8] -> two blocks, the first pooled.
-    assert [h.shape[1:] for h in out.hidden_states] == [(1, 8, 8), (4, 4, 4), (8, 4, 4)]
+    # One per block, the input not among them (transformers' convention); [4, "M", 8] -> two blocks, the first
+    # pooled.
+    assert [h.shape[1:] for h in out.hidden_states] == [(4, 4, 4), (8, 4, 4)]
 
 
 def test_normalisation_is_part_of_the_model():

@@ -249,3 +249,17 @@ for family, folder in {folders!r}.items():
 print("meta-ok")
 """
     assert "meta-ok" in run_python(code)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hidden_states_start_at_the_stem_as_in_transformers(family, saved):
+    # transformers' vision models (ResNet, ConvNeXt, ...) and hf_reduce's ODE start hidden_states with the
+    # stem's output; VGG, MaxVol and ASNet started with the input pixels.
+    model, _ = saved[family]
+    x = torch.rand(2, 1, 8, 8)
+    stem = {"vgg": "features", "ode": "stem", "maxvol": "head", "asnet": "pre_model"}[family]
+    first = getattr(model, stem)
+    first = first[0] if isinstance(first, torch.nn.ModuleList) else first
+    with torch.no_grad():
+        hidden = model(pixel_values=x, output_hidden_states=True).hidden_states
+        torch.testing.assert_close(hidden[0], first(model.normalize(x)))

@@ -97,10 +97,10 @@ class ASNetPreTrainedModel(PreTrainedModel):
         return (pixel_values - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
     def _encode(self, pixel_values: torch.Tensor, output_hidden_states: bool):
-        """(pre-model feature map, active variables, hidden states: the input, every pre-model block's
-        output and the active variables)."""
+        """(pre-model feature map, active variables, hidden states: every pre-model block's output and the
+        active variables; as in transformers' vision models the input is not one of them)."""
         hidden = self.normalize(pixel_values)
-        hidden_states = [hidden] if output_hidden_states else None
+        hidden_states = [] if output_hidden_states else None
         for block in self.pre_model:
             hidden = block(hidden)
             if hidden_states is not None:

@@ -105,9 +105,11 @@ class VGGPreTrainedModel(PreTrainedModel):
         return (pixel_values - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
     def _encode(self, pixel_values: torch.Tensor, output_hidden_states: bool):
-        """(last feature map, pooled and flattened features, hidden states: the input and every block's output)."""
+        """(last feature map, pooled and flattened features, hidden states: every block's output). As in
+        transformers' vision models, ``hidden_states[0]`` is the stem's output (here the first block's), not
+        the input, and ``hidden_states[-1]`` is ``last_hidden_state``."""
         hidden = self.normalize(pixel_values)
-        hidden_states = [hidden] if output_hidden_states else None
+        hidden_states = [] if output_hidden_states else None
         for block in self.features:
             hidden = block(hidden)
             if hidden_states is not None:

@@ -113,10 +113,11 @@ class MaxVolPreTrainedModel(PreTrainedModel):
         return (pixel_values - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
     def _encode(self, pixel_values: torch.Tensor, output_hidden_states: bool):
-        """(selected features, the same as pooled features, hidden states: the input, every kept block's
-        output, the gathered neurons and every reduced block's output)."""
+        """(selected features, the same as pooled features, hidden states: every kept block's output, the
+        gathered neurons and every reduced block's output; as in transformers' vision models the input is not
+        one of them)."""
         hidden = self.normalize(pixel_values)
-        hidden_states = [hidden] if output_hidden_states else None
+        hidden_states = [] if output_hidden_states else None
         for block in self.head:
             hidden = block(hidden)
             if hidden_states is not None:
