@@ -179,3 +179,28 @@ def test_peft_generic_lora_conversion_works_on_lotr():
     lora = get_peft_model(tiny_llama(), config)
     assert not set_peft_model_state_dict(lora, state).unexpected_keys
     torch.testing.assert_close(logits(lora), logits(model), rtol=0, atol=1e-5)
+
+
+def test_the_lotr_package_imports_one_way_as_peft_tuners_do():
+    # Before: config -> registration -> (config, model), a circle; registration ran at config import.
+    import ast
+    from pathlib import Path
+
+    import hf_reduce.lotr as package
+
+    folder = Path(package.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # function-level imports count too
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                targets.add(node.module.split(".")[0])
+        graph[path.stem] = targets
+    # The layers, bottom up: PEFT type and config, layer, tuner model, registration with PEFT at the top.
+    order = ["peft_type", "config", "layer", "model", "conversion", "registration"]
+    assert sorted(graph) == sorted(order)
+    for module, targets in graph.items():
+        below = set(order[: order.index(module)])
+        assert targets <= below, f"{module} imports {sorted(targets - below)} from its own layer or above"

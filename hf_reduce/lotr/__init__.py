@@ -4,7 +4,8 @@ from .config import LoTRConfig
 from .conversion import lotr_to_lora, save_as_lora
 from .layer import Linear, LoTRLayer
 from .model import LoTRModel
-from .registration import LOTR_PEFT_TYPE_NAME, register_lotr
+from .peft_type import LOTR_PEFT_TYPE_NAME
+from .registration import register_lotr
 
 register_lotr()
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
-from .registration import LOTR_PEFT_TYPE_NAME, lotr_peft_type
+from .peft_type import LOTR_PEFT_TYPE_NAME, lotr_peft_type
 
 SHARE_BY = ("module", "shape")
 INIT_LOTR = ("zero_core", "fan_in", "tucker")

@@ -33,7 +33,7 @@ from .layer import (
     in_out_features,
     is_supported_target,
 )
-from .registration import LOTR_PREFIX
+from .peft_type import LOTR_PREFIX
 
 logger = logging.getLogger(__name__)
 
