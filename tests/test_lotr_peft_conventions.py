@@ -204,3 +204,27 @@ def test_the_lotr_package_imports_one_way_as_peft_tuners_do():
     for module, targets in graph.items():
         below = set(order[: order.index(module)])
         assert targets <= below, f"{module} imports {sorted(targets - below)} from its own layer or above"
+
+
+def test_merging_into_a_tied_lm_head_is_refused_and_changes_nothing():
+    # Before: merge_and_unload() moved the logits by 2e-2 (the delta landed in the shared embedding matrix).
+    import pytest
+    import torch
+    from lotr_models import tiny_llama
+    from peft import get_peft_model
+
+    from hf_reduce.lotr import LoTRConfig
+
+    model = tiny_llama()
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    config = LoTRConfig(target_modules=["lm_head", "q_proj"], r=2, init_weights=False)
+    peft_model = get_peft_model(model, config).eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 5), generator=torch.Generator().manual_seed(0))
+    adapted = peft_model(input_ids=ids).logits
+    for merge in (peft_model.merge_and_unload, peft_model.merge_adapter):
+        with pytest.raises(ValueError, match=r"lm_head's weight is tied to model.embed_tokens.weight"):
+            merge()
+    assert not any(getattr(m, "merged_adapters", None) for m in peft_model.modules())
+    torch.testing.assert_close(peft_model(input_ids=ids).logits, adapted, rtol=0, atol=0)

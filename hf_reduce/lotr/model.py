@@ -222,6 +222,28 @@ class LoTRModel(BaseTuner):
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
+    def _check_merge_allowed(self) -> None:
+        """Refuse a merge into a weight that another module shares (a tied ``lm_head``): the delta would land
+        in the input embeddings too and change the outputs. PEFT only warns here; checked before any layer
+        merges, so a refused merge leaves the model as it was."""
+        owners: dict[int, list[str]] = {}
+        for name, parameter in self.model.named_parameters(remove_duplicate=False):
+            owners.setdefault(id(parameter), []).append(name)
+        for name, module in self.model.named_modules():
+            if isinstance(module, LoTRLayer):
+                sharing = [
+                    n
+                    for n in owners.get(id(module.get_base_layer().weight), [])
+                    if not n.startswith(name + ".")
+                ]
+                if sharing:
+                    raise ValueError(
+                        f"{name}'s weight is tied to {sharing[0]} (tie_word_embeddings): merging LoTR into it would "
+                        "change that module too; keep the adapter unmerged, or load the model with "
+                        "tie_word_embeddings=False and clone the weight first"
+                    )
+        super()._check_merge_allowed()
+
     # ------------------------------------------------------------------------------------------ shared state
 
     def _shared_parameters(self, adapter_name: str) -> list[nn.Parameter]:
