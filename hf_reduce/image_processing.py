@@ -74,20 +74,35 @@ class ReduceImageProcessor(BaseImageProcessor):
 
     model_input_names = ["pixel_values"]
 
-    def __init__(self, num_channels: int = 3, image_size: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_channels: int = 3,
+        image_size: int | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if num_channels not in _MODES:
             raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
         self.num_channels = num_channels
         self.image_size = image_size
         self.resample = "bilinear"
+        # The model's normalisation statistics, where transformers keeps them; applied inside the model
+        # (do_normalize False), so that pixel values stay in [0, 1] for attacks and users.
+        self.image_mean, self.image_std = image_mean, image_std
         self.do_rescale, self.rescale_factor, self.do_normalize = True, 1 / 255, False
         self._warned = False
 
     @classmethod
     def for_config(cls, config: Any) -> ReduceImageProcessor:
-        """The processor matching a model config (``num_channels``, ``image_size``)."""
-        return cls(num_channels=config.num_channels, image_size=config.image_size)
+        """The processor matching a model config (``num_channels``, ``image_size``, its statistics)."""
+        return cls(
+            num_channels=config.num_channels,
+            image_size=config.image_size,
+            image_mean=list(config.image_mean),
+            image_std=list(config.image_std),
+        )
 
     def preprocess(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
         if not isinstance(images, (list, tuple)):

@@ -263,3 +263,28 @@ def test_hidden_states_start_at_the_stem_as_in_transformers(family, saved):
     with torch.no_grad():
         hidden = model(pixel_values=x, output_hidden_states=True).hidden_states
         torch.testing.assert_close(hidden[0], first(model.normalize(x)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_configs_survive_transformers_zero_init_of_std_keys(family, saved):
+    # transformers' ModelTesterMixin (_config_zero_init) sets every config key containing "_range" or "_std"
+    # to 1e-10; image_std was one, so the model divided its pixels by 1e-10.
+    import copy
+
+    model, folder = saved[family]
+    zeroed = copy.deepcopy(model.config)
+    for key in list(zeroed.__dict__):
+        if "_range" in key or "_std" in key or "initializer_factor" in key or "layer_scale" in key:
+            setattr(zeroed, key, 1e-10)
+    assert zeroed.image_std == model.config.image_std
+    rebuilt = type(model)(zeroed).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(rebuilt(pixel_values=x).logits, model(pixel_values=x).logits)
+    # The statistics are also where transformers keeps them: in the image processor (applied by the model).
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert (processor.image_mean, processor.image_std, processor.do_normalize) == (
+        model.config.image_mean, model.config.image_std, False
+    )  # fmt: skip
+    saved_config = json.loads((folder / "config.json").read_text())
+    assert not any("_std" in key for key in saved_config), sorted(saved_config)

@@ -43,6 +43,7 @@ class MaxVolConfig(PreTrainedConfig):
         reduction: dict[str, Any] | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
+        pixel_normalization: dict[str, list[float]] | None = None,
         **kwargs,
     ) -> None:
         self.num_channels = num_channels
@@ -55,10 +56,26 @@ class MaxVolConfig(PreTrainedConfig):
         self.classifier_hidden_sizes = list(classifier_hidden_sizes or [])
         self.dropout = dropout
         self.reduction = dict(reduction or {})
-        self.image_mean = list(image_mean) if image_mean is not None else [0.5] * num_channels
-        self.image_std = list(image_std) if image_std is not None else [0.5] * num_channels
+        # Stored as one dict, not as image_mean / image_std keys: transformers' model tests set every config key
+        # containing "_std" (an initialiser's scale) to 1e-10, which would divide the pixels by it. The image
+        # processor carries the same statistics under transformers' names.
+        saved = pixel_normalization or {}
+        self.pixel_normalization = {
+            "mean": list(image_mean if image_mean is not None else saved.get("mean", [0.5] * num_channels)),
+            "std": list(image_std if image_std is not None else saved.get("std", [0.5] * num_channels)),
+        }
         super().__init__(**kwargs)
         self._check()
+
+    @property
+    def image_mean(self) -> list[float]:
+        """Per-channel mean the model subtracts from pixels in [0, 1]."""
+        return self.pixel_normalization["mean"]
+
+    @property
+    def image_std(self) -> list[float]:
+        """Per-channel standard deviation the model divides by."""
+        return self.pixel_normalization["std"]
 
     def _check(self) -> None:
         width = self.input_neurons
