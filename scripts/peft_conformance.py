@@ -1,14 +1,22 @@
-"""Run PEFT's own test suite on LoTR: the installed PEFT version's tests, from its source distribution on PyPI,
+"""Run PEFT's own test suites on LoTR: the installed PEFT version's tests, from its source distribution on PyPI,
 with LoTR cases added to their test matrices (in a scratch copy: nothing of PEFT's is copied into hf_reduce).
 
-    python scripts/peft_conformance.py [--work DIR] [--files test_custom_models.py ...] [-- pytest args]
+    python scripts/peft_conformance.py [--work DIR] [--suites custom decoder encoder-decoder feature-extraction]
+                                       [-- pytest args]
 
-Steps: ``pip download --no-binary :all: --no-deps peft==<installed>``, unpack, append the LoTR cases below to
-``TEST_CASES`` (and the multiple-active-adapter matrix) of ``tests/test_custom_models.py``, run pytest on the
-LoTR cases only (``-k LoTR``), and write a summary (passed / failed / skipped per test function, with the
-reasons of failures and skips) to ``scripts/benchmarks/results/peft_conformance.json``.
+Steps: ``pip download --no-binary :all: --no-deps peft==<installed>`` and unpack; then per suite:
 
-PEFT's tests need some of its ``test`` extras besides ours: ``pip install diffusers parameterized``.
+* ``custom`` (``tests/test_custom_models.py``): the LoTR cases below are appended to ``TEST_CASES`` (and the
+  multiple-active-adapter matrix); pytest runs the LoTR cases only (``-k LoTR``).
+* ``decoder``, ``encoder-decoder``, ``feature-extraction`` (``tests/test_<suite>_models.py``): the tiny models of
+  the suite's model ids are built from configs into the run folder (``peft_tiny_models.py``; transformers loads
+  a local folder of that name before the Hub, so nothing is downloaded), and ``ALL_CONFIGS`` becomes PEFT's own
+  plain LoRA entry and a LoTR entry with the same task type, rank and alpha; every test parametrised by it runs.
+
+Each suite's pass / fail / skip counts per method and per test function, with the reasons of failures and
+skips, go to ``scripts/benchmarks/results/peft_conformance.json`` (suites run later are added to it).
+
+PEFT's tests need some of its ``test`` extras besides ours: ``pip install -e ".[conformance]"``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,29 @@ from importlib.metadata import version
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "benchmarks" / "results" / "peft_conformance.json"
+
+SUITES = {
+    "custom": "test_custom_models.py",
+    "decoder": "test_decoder_models.py",
+    "encoder-decoder": "test_encoder_decoder_models.py",
+    "feature-extraction": "test_feature_extraction_models.py",
+}
+
+# Appended to a model suite right after its ALL_CONFIGS list: PEFT's first plain LoRA entry, and LoTR with the
+# same task type, rank and alpha (target_modules None: LoRA's defaults per model type, for both).
+LOTR_MODEL_SUITE_CONFIGS = """
+import hf_reduce  # registers LoTR with PEFT
+from hf_reduce.lotr import LoTRConfig
+
+_LORA = next(
+    c for c in ALL_CONFIGS
+    if c[0] is LoraConfig and set(c[1]) <= {"task_type", "r", "lora_alpha", "target_modules", "lora_dropout", "bias"}
+)
+_LOTR = {k: v for k, v in _LORA[1].items() if k in ("task_type", "target_modules")}
+_LOTR.update(r=_LORA[1]["r"], lotr_alpha=_LORA[1]["lora_alpha"], lotr_dropout=_LORA[1].get("lora_dropout", 0.0))
+ALL_CONFIGS = [_LORA, (LoTRConfig, _LOTR)]  # test ids: LoraConfig-config_kwargs0, LoTRConfig-config_kwargs1
+"""
+METHODS = {"[LoraConfig-config_kwargs0-": "LoRA", "[LoTRConfig-config_kwargs1-": "LoTR"}
 
 # Appended to test_custom_models.py right before ALL_PEFT_CONFIG_CLASSES is computed from TEST_CASES.
 # MLP: lin0 is 20 x 10, lin1 2 x 20 (so r <= 2); EmbConv1D: a 1 x 5 Conv1D (r = 1).
@@ -94,8 +125,37 @@ def add_lotr_cases(tests: Path) -> None:
     path.write_text(text)
 
 
-def summarise(junit: Path) -> dict:
-    cases = ET.parse(junit).getroot().iter("testcase")
+def add_lotr_configs(path: Path) -> None:
+    text = path.read_text()
+    if "from hf_reduce.lotr import LoTRConfig" in text:
+        return
+    start = text.index("\nALL_CONFIGS = [")
+    end = text.index("\n]\n", start) + len("\n]\n")
+    path.write_text(text[:end] + LOTR_MODEL_SUITE_CONFIGS + text[end:])
+
+
+def method_of(test_name: str, suite: str) -> str | None:
+    """LoRA or LoTR for a case of a model suite (by its test id), LoTR for the custom suite."""
+    if suite == "custom":
+        return "LoTR"
+    return next((method for marker, method in METHODS.items() if marker in test_name), None)
+
+
+def summarise(junit: Path, suite: str = "custom") -> dict:
+    """``{method: {totals, by_function, not_passed}}`` from pytest's JUnit XML."""
+    return {
+        method: _summarise_cases(
+            [
+                c
+                for c in ET.parse(junit).getroot().iter("testcase")
+                if method_of(c.get("name", ""), suite) == method
+            ]
+        )
+        for method in (("LoTR",) if suite == "custom" else ("LoRA", "LoTR"))
+    }
+
+
+def _summarise_cases(cases: list) -> dict:
     by_function: dict[str, Counter] = {}
     problems = []
     for case in cases:
@@ -111,11 +171,34 @@ def summarise(junit: Path) -> dict:
         by_function.setdefault(function, Counter())[outcome] += 1
     totals = sum(by_function.values(), Counter())
     return {
-        "peft": version("peft"),
         "totals": dict(totals),
         "by_function": {k: dict(v) for k, v in sorted(by_function.items())},
         "not_passed": problems,
     }
+
+
+def run_suite(tests: Path, suite: str, pytest_args: list[str]) -> tuple[int, dict]:
+    """Run one suite in the unpacked sdist; ``(pytest's exit status, its summary)``."""
+    import os
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import peft_tiny_models
+
+    path = tests / SUITES[suite]
+    if suite == "custom":
+        add_lotr_cases(tests)
+        select = "LoTR or lotr"
+    else:
+        peft_tiny_models.build(tests.parent)  # pytest runs there: the ids resolve to these folders
+        add_lotr_configs(path)
+        select = "config_kwargs0 or config_kwargs1"
+    junit = tests.parent / f"junit-{suite}.xml"
+    # PEFT's pyproject adds coverage options (pytest-cov is not needed here): override them.
+    command = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "-k", select,
+               f"--junitxml={junit}", f"tests/{path.name}", *pytest_args]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(command, cwd=tests.parent, env=env)
+    return proc.returncode, summarise(junit, suite)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,33 +209,25 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=Path(".cache/peft-tests"), help="Download/unpack folder."
     )
     parser.add_argument(
-        "--files", nargs="+", default=["test_custom_models.py"], help="PEFT test files to run."
+        "--suites", nargs="+", choices=sorted(SUITES), default=["custom"], help="Suites to run."
     )
     parser.add_argument("pytest_args", nargs="*", help="Extra pytest arguments (after --).")
     args = parser.parse_args(argv)
     tests = fetch_tests(args.work.resolve())
-    add_lotr_cases(tests)
-    junit = tests.parent / "lotr-junit.xml"
-    # PEFT's pyproject adds coverage options (pytest-cov is not needed here): override them.
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-o",
-        "addopts=",
-        "-p",
-        "no:cacheprovider",
-        "-k",
-        "LoTR or lotr",
-    ]
-    command += [f"--junitxml={junit}", *(f"tests/{name}" for name in args.files), *args.pytest_args]
-    proc = subprocess.run(command, cwd=tests.parent)
-    summary = summarise(junit)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary["totals"]), f"-> {RESULTS}")
-    return proc.returncode
+    status = 0
+    for suite in args.suites:
+        code, summary = run_suite(tests, suite, args.pytest_args)
+        status = status or code
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        if results.get("peft") != version("peft") or "suites" not in results:
+            results = {"peft": version("peft"), "suites": {}}  # another PEFT's results do not add up
+        results["suites"][suite] = summary
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        tmp = RESULTS.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(RESULTS)
+        print(suite, {method: part["totals"] for method, part in summary.items()}, f"-> {RESULTS}")
+    return status
 
 
 if __name__ == "__main__":

@@ -228,3 +228,29 @@ def test_merging_into_a_tied_lm_head_is_refused_and_changes_nothing():
             merge()
     assert not any(getattr(m, "merged_adapters", None) for m in peft_model.modules())
     torch.testing.assert_close(peft_model(input_ids=ids).logits, adapted, rtol=0, atol=0)
+
+
+def test_peft_022_conventions_additive_delta_dtype_and_unsupported_targets():
+    # Found by PEFT 0.22's test_custom_models.py: convert_to_lora's additive delta must be in the adapter's dtype
+    # (fp32 beside a bf16 base), and an unsupported target type is reported in PEFT's wording.
+    import pytest
+    import torch
+    from peft import get_peft_model
+    from torch import nn
+
+    from hf_reduce.lotr import LoTRConfig, LoTRLayer
+
+    base = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 10)).to(torch.bfloat16)
+    model = get_peft_model(base, LoTRConfig(target_modules=["0", "2"], r=2, init_weights=False))
+    deltas = [m.get_additive_delta() for m in model.modules() if isinstance(m, LoTRLayer)]
+    assert deltas and all(d.dtype == torch.float32 for d in deltas)
+
+    class Unknown(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(10, 10))
+
+    holder = nn.Module()
+    holder.lin0 = Unknown()
+    with pytest.raises(ValueError, match=r"Target module .* not supported"):
+        get_peft_model(holder, LoTRConfig(target_modules=["lin0"], r=2))

@@ -103,20 +103,25 @@ class LoTRLayer(BaseTunerLayer):
             A, B = A.to(device), B.to(device)
         return A, G, B
 
-    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        """``scaling · A G Bᵀ`` in the base weight's layout, in its dtype (a quantized base: the cores')."""
+    def _delta(self, adapter_name: str) -> torch.Tensor:
+        """``scaling · A G Bᵀ`` in the base weight's layout, computed in at least fp32 whatever the storage."""
         G = self.lotr_G[adapter_name]
         A, G, B = self.factors(adapter_name, G.device)
-        compute = torch.promote_types(G.dtype, torch.float32)  # merge in at least fp32, whatever the storage
+        compute = torch.promote_types(G.dtype, torch.float32)
         delta = (A.to(compute) @ G.to(compute) @ B.to(compute).T) * self.scaling[adapter_name]
-        return transpose(delta, self.fan_in_fan_out).to(adapter_device_dtype(self.get_base_layer())[1])
+        return transpose(delta, self.fan_in_fan_out)
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """The delta in the base weight's dtype, for merging (a quantized base: the cores')."""
+        return self._delta(adapter_name).to(adapter_device_dtype(self.get_base_layer())[1])
 
     def supports_lora_conversion(self, adapter_name: str = "default") -> bool:
         return True
 
     def _get_additive_delta(self, adapter_name: str = "default") -> torch.Tensor:
-        # PEFT >= 0.22's convert_to_lora asks for W' - W through this hook; LoTR is additive.
-        return self.get_delta_weight(adapter_name)
+        # PEFT >= 0.22's convert_to_lora asks for W' - W through this hook; LoTR is additive. In the adapter's
+        # dtype, as PEFT's test requires: a bf16 or quantized base must not round the delta.
+        return self._delta(adapter_name).to(self.lotr_G[adapter_name].dtype)
 
 
 class Linear(nn.Module, LoTRLayer):

@@ -146,7 +146,8 @@ class LoTRModel(BaseTuner):
             config.fan_in_fan_out = not config.fan_in_fan_out
         if unsupported:
             raise ValueError(
-                f"LoTR adapts nn.Linear and transformers' Conv1D only; target_modules also matched {unsupported}"
+                f"Target module types not supported: {unsupported}; LoTR adapts nn.Linear and transformers' "
+                "Conv1D only"
             )
         if not groups and config.target_modules:
             raise ValueError(
