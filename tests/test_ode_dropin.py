@@ -363,3 +363,33 @@ def test_families_as_torchdiffeq_methods(family):
     pair = odeint(lambda tt, y: (y[1], -y[0]), (torch.ones(2), torch.zeros(2)), t[:3], method=family,
                   options={**params, "step_size": 0.01})  # fmt: skip
     torch.testing.assert_close(pair[0][-1], torch.cos(t[2] - t[0]).float().expand(2), rtol=1e-3, atol=1e-3)
+
+
+class _Counting(nn.Module):
+    """torchdiffeq's callback protocol, counting calls (as its test_callback does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rate = nn.Parameter(torch.tensor(1.0, dtype=T64))
+        self.calls = {"callback_step": 0, "callback_step_adjoint": 0}
+
+    def forward(self, tt, y):
+        return -self.rate * y
+
+    def callback_step(self, t0, y0, dt):
+        self.calls["callback_step"] += 1
+
+    def callback_step_adjoint(self, t0, y0, dt):
+        self.calls["callback_step_adjoint"] += 1
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_callbacks_are_called_once_per_step_for_every_family(family):
+    t = torch.tensor([0.0, 1.0], dtype=T64)
+    options = {**FAMILY_PARAMS[family], "step_size": 0.125}
+    func = _Counting()
+    odeint(func, torch.ones(1, dtype=T64), t, method=family, options=options)
+    assert func.calls == {"callback_step": 8, "callback_step_adjoint": 0}
+    func = _Counting()
+    odeint_adjoint(func, torch.ones(1, dtype=T64), t, method=family, options=options).sum().backward()
+    assert func.calls == {"callback_step": 8, "callback_step_adjoint": 8}
