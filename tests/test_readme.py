@@ -1,5 +1,6 @@
 """The README's Python examples run as written."""
 
+import json
 import re
 from pathlib import Path
 
@@ -8,13 +9,12 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "the README lost its Python examples"
+    assert len(blocks) >= 3, "the README lost its examples"
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
-    assert (tmp_path / "outputs" / "tour" / "model" / "model.safetensors").exists()
-    sft_adapter = tmp_path / "outputs" / "sft-lotr" / "adapter" / "adapter_config.json"  # TRL's SFTTrainer
-    assert '"peft_type": "HF_REDUCE_LOTR"' in sft_adapter.read_text()
+    config = json.loads((tmp_path / "outputs" / "readme-lotr" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "HF_REDUCE_LOTR" and config["r"] == 8
 
 
 def test_readme_has_the_two_command_blocks():
