@@ -224,10 +224,24 @@ def render_model_card(
         config_json=_config_json(config),
         extra=info.extra,
         num_labels=getattr(getattr(model, "config", None), "num_labels", None),
+        hf_reduce_version=_version(),
+        install=INSTALL,
         use_it=""
         if adapter
-        else _render_partial("_use_image_model.md", repo_id=repo_id, family=family, config=config),
+        else _render_partial(
+            "_use_image_model.md", repo_id=repo_id, family=family, config=config, install=INSTALL
+        ),
     )
+
+
+#: How a card tells its reader to install hf_reduce. No release is on PyPI yet, so not ``pip install hf-reduce``.
+INSTALL = "install hf_reduce from its source repository (`pip install <a clone or the repository URL>`)"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _split(base_args: dict[str, Any], args: dict[str, Any]) -> str:

@@ -44,7 +44,11 @@ ANTICIPATED = (ValueError, FileNotFoundError, NotImplementedError, OSError, Arit
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: hf-reduce <command> [options] [--verbose] [--debug]", "", "commands:"]
+    lines = [
+        "usage: hf-reduce <command> [options] [--verbose] [--debug]  |  hf-reduce --version",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += [
         "",
@@ -65,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] == "--version":  # the installed distribution's version, read without importing torch
+        from importlib.metadata import version
+
+        print(f"hf-reduce {version('hf-reduce')}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

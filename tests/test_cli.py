@@ -217,3 +217,16 @@ def test_importing_hf_reduce_prints_nothing():
         [sys.executable, "-c", "import hf_reduce"], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc.stderr
+
+
+def test_version_is_the_packages_and_needs_no_torch():
+    from importlib.metadata import version
+
+    import hf_reduce
+
+    code = "import sys, hf_reduce_cli; hf_reduce_cli.main(['--version']); print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["hf-reduce", hf_reduce.__version__, "False"]
+    assert version("hf-reduce") == hf_reduce.__version__

@@ -158,3 +158,21 @@ print("replaced-ok")
 """
     )
     assert "replaced-ok" in run_python(code)
+
+
+def test_cards_install_hf_reduce_the_way_that_works_today(tiny_vgg_config):
+    # No release is on PyPI: a card must not say `pip install hf-reduce` or link to a PyPI page.
+    import hf_reduce
+    from hf_reduce.lotr import LoTRConfig
+
+    cards = [str(render_model_card(VGGForImageClassification(tiny_vgg_config), CardInfo(), repo_id="me/vgg"))]
+    from peft import get_peft_model
+    from torch import nn
+
+    adapter = get_peft_model(nn.Sequential(nn.Linear(4, 4)), LoTRConfig(target_modules=["0"], r=2))
+    cards.append(str(render_model_card(adapter, CardInfo(), repo_id="me/lotr")))
+    for card in cards:
+        assert "pip install hf-reduce" not in card and "pypi.org" not in card
+        assert f"hf_reduce {hf_reduce.__version__}" in card or "source repository" in card
+    assert "source repository" in cards[0] and "trust_remote_code=True" in cards[0]
+    assert "source repository" in cards[1]

@@ -58,3 +58,11 @@ def test_installed_wheel_finds_its_templates(wheel, tmp_path):
         [sys.executable, "-c", code, str(target)], check=True, capture_output=True, text=True
     )
     assert "vgg" in out.stdout
+
+
+def test_the_wheel_passes_twine_check(wheel):
+    # PyPI's own metadata checks (the README renders as the long description).
+    proc = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(wheel)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "PASSED" in proc.stdout, proc.stdout + proc.stderr
