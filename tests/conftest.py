@@ -34,3 +34,23 @@ def toy_image_dataset():
     x = torch.rand(200, 1, 8, 8, generator=g)
     labels = torch.stack([x[:, 0, :, c * 3 : c * 3 + 2].mean((1, 2)) for c in range(3)], 1).argmax(1)
     return TensorDictDataset(pixel_values=x, labels=labels)
+
+
+@pytest.fixture(scope="session")
+def quick_demo_run(tmp_path_factory):
+    """``hf-reduce demo --quick`` once per session: (the process, its all_results.json rows, its folder).
+    The demo's tests check it; the Space's tests use its models."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_reduce_cli", "demo", "--quick", "--output_dir", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads((out / "all_results.json").read_text()), out

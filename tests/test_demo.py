@@ -1,6 +1,5 @@
 """``hf-reduce demo --quick``: every stage above chance, in seconds, with quiet output."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,17 +8,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run(
-        [sys.executable, "-m", "hf_reduce_cli", "demo", "--quick", "--output_dir", str(out)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, json.loads((out / "all_results.json").read_text())
+def quick_demo(quick_demo_run):
+    proc, rows, _ = quick_demo_run
+    return proc, rows
 
 
 def test_every_quick_stage_is_above_chance(quick_demo):
