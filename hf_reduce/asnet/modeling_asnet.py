@@ -49,6 +49,7 @@ class ASNetPreTrainedModel(PreTrainedModel):
     def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
         # transformers only warns; a structure change that keeps every weight shape (a tampered head) would
         # otherwise run with random weights. The head of a re-headed model may be new, as in transformers.
+        # (Written out per family: each family's files travel alone as remote code.)
         super()._adjust_missing_and_unexpected_keys(loading_info)
         missing = sorted(k for k in loading_info.missing_keys if not re.match(r"^(pce\.|terms$)", k))
         problems = {"missing": missing, "unexpected": sorted(loading_info.unexpected_keys)}

@@ -110,7 +110,8 @@ class ODEConfig(PreTrainedConfig):
         self.solver_ensemble = [dict(member) for member in solver_ensemble] if solver_ensemble else None
         # Stored as one dict, not as image_mean / image_std keys: transformers' model tests set every config key
         # containing "_std" (an initialiser's scale) to 1e-10, which would divide the pixels by it. The image
-        # processor carries the same statistics under transformers' names.
+        # processor carries the same statistics under transformers' names. (Written out per family: each
+        # configuration file travels alone as remote code.)
         saved = pixel_normalization or {}
         self.pixel_normalization = {
             "mean": list(image_mean if image_mean is not None else saved.get("mean", [0.5] * num_channels)),
